@@ -1,0 +1,155 @@
+"""Reusable blocks: static checks of their definitions, argument binding and substitution.
+
+A block body is raw spec data in which a string ``$name`` stands for an argument. The
+built-in ``$channels`` is the channel count of the block's input, known only during shape
+inference, which is why bodies are substituted and validated per use by the traversal
+(``cnnc.graph``). Here: references that resolve nowhere, blocks that use themselves, and
+argument lists that do not match the definition.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from cnnc.errors import Problem, SpecPath, did_you_mean, dotted
+from cnnc.source import SourceMap
+from cnnc.spec import ARG_TYPES, BlockDef, BlockUse, ModelSpec
+
+BUILTINS = {"channels": "the channel count of the block's input"}
+_REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def reference(value: Any) -> str | None:
+    """The argument name if ``value`` is a ``$name`` reference."""
+    match = _REF.match(value) if isinstance(value, str) else None
+    return match.group(1) if match else None
+
+
+def walk(value: Any, path: SpecPath) -> Iterator[tuple[Any, SpecPath]]:
+    """Every node of raw data with its path, parents first."""
+    yield value, path
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from walk(child, (*path, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from walk(child, (*path, index))
+
+
+def check_definitions(spec: ModelSpec, source: SourceMap) -> list[Problem]:
+    """Problems in ``blocks:`` that need no shapes: unknown ``$refs`` and recursion."""
+    problems = []
+    for name, block in spec.blocks.items():
+        base: SpecPath = ("blocks", name, "layers")
+        known = [*block.args, *BUILTINS]
+        for value, path in walk(block.layers, base):
+            ref = reference(value)
+            if ref is not None and ref not in known:
+                problems.append(Problem(
+                    f"unknown reference '${ref}' in block '{name}'.{did_you_mean(ref, known)}"
+                    f" Declared arguments: {', '.join('$' + k for k in block.args) or 'none'};"
+                    f" built-in: $channels ({BUILTINS['channels']})",
+                    source.locate(path), dotted(path),
+                    hint=f"declare it under blocks.{name}.args, e.g. '{ref}: 64'",
+                ))
+    problems += _recursion(spec, source)
+    return problems
+
+
+def _uses(block: BlockDef, names: set[str]) -> Iterator[tuple[str, SpecPath]]:
+    for value, path in walk(block.layers, ()):
+        if isinstance(value, dict) and value.get("type") in names:
+            yield value["type"], path
+        elif isinstance(value, str) and value in names and path and isinstance(path[-1], int):
+            yield value, path
+
+
+def _recursion(spec: ModelSpec, source: SourceMap) -> list[Problem]:
+    names = set(spec.blocks)
+    edges = {name: [used for used, _ in _uses(block, names)] for name, block in spec.blocks.items()}
+    problems: list[Problem] = []
+    reported: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            cycle = trail[trail.index(name):] + [name]
+            if cycle[0] not in reported:
+                reported.update(cycle)
+                path: SpecPath = ("blocks", cycle[0])
+                problems.append(Problem(
+                    f"block '{cycle[0]}' uses itself: {' -> '.join(cycle)}; blocks cannot be "
+                    "recursive",
+                    source.locate(path, key=True), dotted(path),
+                    hint="build depth with 'repeat: N' on a use instead of recursion",
+                ))
+            return
+        for used in edges.get(name, []):
+            visit(used, [*trail, name])
+
+    for name in spec.blocks:
+        visit(name, [])
+    return problems
+
+
+def check_use(
+    block: BlockDef, use: BlockUse, path: SpecPath, source: SourceMap, *, static: bool = False
+) -> list[Problem]:
+    """Problems with the arguments of one use: unknown, missing, or of the wrong type.
+
+    With ``static`` (before inference), values that are themselves ``$refs`` are skipped.
+    """
+    problems: list[Problem] = []
+    given = {**use.args, **(use.first or {})}
+    for key, value in given.items():
+        where = (*path, key) if key in use.args else (*path, "first", key)
+        if key not in block.args:
+            accepted = ", ".join(block.args) or "none"
+            problems.append(Problem(
+                f"block '{use.type}' has no argument '{key}'.{did_you_mean(key, block.args)} "
+                f"Its arguments: {accepted}",
+                source.locate(where, key=True), dotted(where),
+                hint=f"arguments are declared under blocks.{use.type}.args",
+            ))
+        elif not (static and reference(value)):
+            problem = _type_problem(block, key, value)
+            if problem:
+                problems.append(Problem(problem, source.locate(where), dotted(where)))
+    for key in block.required():
+        if key not in use.args:
+            problems.append(Problem(
+                f"block '{use.type}' needs the argument '{key}'",
+                source.locate(path), dotted(path), hint=f"add '{key}: <value>' to this use",
+            ))
+    return problems
+
+
+def _type_problem(block: BlockDef, key: str, value: Any) -> str | None:
+    declared = block.args[key]
+    if isinstance(declared, str) and declared in ARG_TYPES:
+        accepted, wanted = ARG_TYPES[declared], declared
+    else:
+        accepted = (int, float) if type(declared) is float else (type(declared),)
+        wanted = type(declared).__name__
+    wrong_bool = isinstance(value, bool) and bool not in accepted
+    if isinstance(value, accepted) and not wrong_bool:
+        return None
+    return f"argument '{key}' must be {wanted}. Received: {value!r}"
+
+
+def bind(block: BlockDef, use: BlockUse, channels: int) -> dict[str, Any]:
+    """Values of every ``$name`` in one instance: the defaults, then the use's arguments."""
+    return {**block.defaults(), **use.args, "channels": channels}
+
+
+def substitute(value: Any, bindings: dict[str, Any]) -> Any:
+    """A copy of raw data with each ``$name`` replaced by its bound value."""
+    ref = reference(value)
+    if ref is not None:
+        return bindings.get(ref, value)
+    if isinstance(value, dict):
+        return {key: substitute(child, bindings) for key, child in value.items()}
+    if isinstance(value, list):
+        return [substitute(child, bindings) for child in value]
+    return value

@@ -1,0 +1,40 @@
+"""Dropout layers (torch.nn.Dropout, Dropout2d): identity shapes, active only in training."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from cnnc.layers.base import Example, Layer, register
+from cnnc.layers.types import Bool, Probability
+from cnnc.shapes import Shape
+
+
+class DropoutBase(Layer):
+    p: Probability = 0.5
+    inplace: Bool = False
+    prefix = "dropout"
+
+
+@register("dropout")
+class Dropout(DropoutBase):
+    """Zeroes each element with probability p during training."""
+
+    type: Literal["dropout"]
+    torch_class = "Dropout"
+    summary = "zeroes elements with probability p while training"
+    examples = (Example({"type": "dropout"}, (100,)), Example({"type": "dropout", "p": 0.2}, (3, 4, 4)))
+
+
+@register("dropout2d")
+class Dropout2d(DropoutBase):
+    """Zeroes whole channels with probability p during training."""
+
+    type: Literal["dropout2d"]
+    torch_class = "Dropout2d"
+    ranks = (3,)
+    summary = "zeroes whole channels with probability p while training"
+    examples = (Example({"type": "dropout2d", "p": 0.1}, (8, 4, 4)),)
+
+    def output_shape(self, x: Shape) -> Shape:
+        self.check_input(x)
+        return x

@@ -1,0 +1,79 @@
+"""The torch modules compiled networks are made of, beyond torch.nn's own layers.
+
+This file imports only torch: codegen copies these classes verbatim into every generated
+module that needs them, so a generated file and ``cnnc.build`` run the same code and have
+the same ``state_dict`` keys.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+class Network(nn.Sequential):
+    """A compiled spec: named layers run in order, with the spec's name and input shape."""
+
+    def __init__(
+        self, layers: OrderedDict[str, nn.Module], name: str, input_shape: tuple[int, ...]
+    ) -> None:
+        super().__init__(layers)
+        self.spec_name = name
+        self.input_shape = input_shape
+
+    def extra_repr(self) -> str:
+        return f"name={self.spec_name!r}, input_shape={self.input_shape}"
+
+
+class Residual(nn.Module):
+    """``after(body(x) + shortcut(x))``; body layers are direct children, as in torchvision."""
+
+    def __init__(
+        self,
+        body: dict[str, nn.Module],
+        shortcut: dict[str, nn.Module] | None = None,
+        after: dict[str, nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.body_names = tuple(body)
+        self.shortcut_names = tuple(shortcut or {})
+        self.after_names = tuple(after or {})
+        for name, module in {**body, **(shortcut or {}), **(after or {})}.items():
+            self.add_module(name, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        for name in self.body_names:
+            x = self._modules[name](x)  # type: ignore[misc]
+        for name in self.shortcut_names:
+            identity = self._modules[name](identity)  # type: ignore[misc]
+        x = x + identity
+        for name in self.after_names:
+            x = self._modules[name](x)  # type: ignore[misc]
+        return x
+
+
+class Branches(nn.Module):
+    """Runs every branch on the same input; merges by channel concat, sum or product."""
+
+    def __init__(self, op: str, **branches: nn.Module) -> None:
+        super().__init__()
+        if op not in ("concat", "add", "mul"):
+            raise ValueError(f"unknown merge {op!r}")
+        self.op = op
+        for name, module in branches.items():
+            self.add_module(name, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [branch(x) for branch in self.children()]
+        if self.op == "concat":
+            return torch.cat(outs, dim=1)
+        merged = outs[0]
+        for out in outs[1:]:
+            merged = merged + out if self.op == "add" else merged * out
+        return merged
+
+    def extra_repr(self) -> str:
+        return f"op={self.op!r}"
