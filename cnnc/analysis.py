@@ -90,8 +90,9 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
     rows = []
     for node, depth in _with_depth(graph.root, 0):
         params, macs, flops = node_costs(node)
-        rows.append(Row(node.qualname, node.tag, node.out_shape, params, macs, flops, depth,
-                        node.kind))
+        rows.append(
+            Row(node.qualname, node.tag, node.out_shape, params, macs, flops, depth, node.kind)
+        )
     params, macs, flops = node_costs(graph.root)
     saved = numel(graph.input_shape) + sum(numel(n.out_shape) for n in graph.root.leaves())
     return Summary(
@@ -140,14 +141,18 @@ def check_memory(graph: Graph, limit: int, location: Location) -> None:
     needed = summary.param_bytes + summary.activation_bytes
     if needed <= limit:
         return
-    raise ResourceError([Problem(
-        f"building '{graph.name}' would need about {human_bytes(needed)} "
-        f"({human_bytes(summary.param_bytes)} of fp32 parameters for {summary.params:,} "
-        f"parameters, {human_bytes(summary.activation_bytes)} of activations per image), "
-        f"more than the limit of {human_bytes(limit)}",
-        location,
-        hint=f"shrink the layers, or raise the limit with --max-memory or ${MAX_MEMORY_ENV}",
-    )])
+    raise ResourceError(
+        [
+            Problem(
+                f"building '{graph.name}' would need about {human_bytes(needed)} "
+                f"({human_bytes(summary.param_bytes)} of fp32 parameters for {summary.params:,} "
+                f"parameters, {human_bytes(summary.activation_bytes)} of activations per image), "
+                f"more than the limit of {human_bytes(limit)}",
+                location,
+                hint=f"shrink the layers, or raise the limit with --max-memory or ${MAX_MEMORY_ENV}",
+            )
+        ]
+    )
 
 
 def human_bytes(count: float) -> str:

@@ -10,12 +10,12 @@ argument lists that do not match the definition.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from cnnc.errors import Problem, SpecPath, did_you_mean, dotted
+from cnnc.errors import Problem, SpecPath, did_you_mean, dotted, suggest
 from cnnc.source import SourceMap
-from cnnc.spec import ARG_TYPES, BlockDef, BlockUse, ModelSpec
+from cnnc.spec import ARG_TYPES, BlockDef, BlockUse
 
 BUILTINS = {"channels": "the channel count of the block's input"}
 _REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
@@ -38,23 +38,28 @@ def walk(value: Any, path: SpecPath) -> Iterator[tuple[Any, SpecPath]]:
             yield from walk(child, (*path, index))
 
 
-def check_definitions(spec: ModelSpec, source: SourceMap) -> list[Problem]:
+def check_definitions(definitions: Mapping[str, BlockDef], source: SourceMap) -> list[Problem]:
     """Problems in ``blocks:`` that need no shapes: unknown ``$refs`` and recursion."""
     problems = []
-    for name, block in spec.blocks.items():
+    for name, block in definitions.items():
         base: SpecPath = ("blocks", name, "layers")
         known = [*block.args, *BUILTINS]
         for value, path in walk(block.layers, base):
             ref = reference(value)
             if ref is not None and ref not in known:
-                problems.append(Problem(
-                    f"unknown reference '${ref}' in block '{name}'.{did_you_mean(ref, known)}"
-                    f" Declared arguments: {', '.join('$' + k for k in block.args) or 'none'};"
-                    f" built-in: $channels ({BUILTINS['channels']})",
-                    source.locate(path), dotted(path),
-                    hint=f"declare it under blocks.{name}.args, e.g. '{ref}: 64'",
-                ))
-    problems += _recursion(spec, source)
+                best = suggest(ref, known)
+                problems.append(
+                    Problem(
+                        f"unknown reference '${ref}' in block '{name}'."
+                        + (f" Did you mean '${best}'?" if best else "")
+                        + f" Declared arguments: {', '.join('$' + k for k in block.args) or 'none'};"
+                        f" built-in: $channels ({BUILTINS['channels']})",
+                        source.locate(path),
+                        dotted(path),
+                        hint=f"declare it under blocks.{name}.args, e.g. '{ref}: 64'",
+                    )
+                )
+    problems += _recursion(definitions, source)
     return problems
 
 
@@ -66,29 +71,32 @@ def _uses(block: BlockDef, names: set[str]) -> Iterator[tuple[str, SpecPath]]:
             yield value, path
 
 
-def _recursion(spec: ModelSpec, source: SourceMap) -> list[Problem]:
-    names = set(spec.blocks)
-    edges = {name: [used for used, _ in _uses(block, names)] for name, block in spec.blocks.items()}
+def _recursion(definitions: Mapping[str, BlockDef], source: SourceMap) -> list[Problem]:
+    names = set(definitions)
+    edges = {name: [used for used, _ in _uses(block, names)] for name, block in definitions.items()}
     problems: list[Problem] = []
     reported: set[str] = set()
 
     def visit(name: str, trail: list[str]) -> None:
         if name in trail:
-            cycle = trail[trail.index(name):] + [name]
+            cycle = [*trail[trail.index(name) :], name]
             if cycle[0] not in reported:
                 reported.update(cycle)
                 path: SpecPath = ("blocks", cycle[0])
-                problems.append(Problem(
-                    f"block '{cycle[0]}' uses itself: {' -> '.join(cycle)}; blocks cannot be "
-                    "recursive",
-                    source.locate(path, key=True), dotted(path),
-                    hint="build depth with 'repeat: N' on a use instead of recursion",
-                ))
+                problems.append(
+                    Problem(
+                        f"block '{cycle[0]}' uses itself: {' -> '.join(cycle)}; blocks cannot be "
+                        "recursive",
+                        source.locate(path, key=True),
+                        dotted(path),
+                        hint="build depth with 'repeat: N' on a use instead of recursion",
+                    )
+                )
             return
         for used in edges.get(name, []):
             visit(used, [*trail, name])
 
-    for name in spec.blocks:
+    for name in definitions:
         visit(name, [])
     return problems
 
@@ -106,22 +114,29 @@ def check_use(
         where = (*path, key) if key in use.args else (*path, "first", key)
         if key not in block.args:
             accepted = ", ".join(block.args) or "none"
-            problems.append(Problem(
-                f"block '{use.type}' has no argument '{key}'.{did_you_mean(key, block.args)} "
-                f"Its arguments: {accepted}",
-                source.locate(where, key=True), dotted(where),
-                hint=f"arguments are declared under blocks.{use.type}.args",
-            ))
+            problems.append(
+                Problem(
+                    f"block '{use.type}' has no argument '{key}'.{did_you_mean(key, block.args)} "
+                    f"Its arguments: {accepted}",
+                    source.locate(where, key=True),
+                    dotted(where),
+                    hint=f"arguments are declared under blocks.{use.type}.args",
+                )
+            )
         elif not (static and reference(value)):
             problem = _type_problem(block, key, value)
             if problem:
                 problems.append(Problem(problem, source.locate(where), dotted(where)))
     for key in block.required():
         if key not in use.args:
-            problems.append(Problem(
-                f"block '{use.type}' needs the argument '{key}'",
-                source.locate(path), dotted(path), hint=f"add '{key}: <value>' to this use",
-            ))
+            problems.append(
+                Problem(
+                    f"block '{use.type}' needs the argument '{key}'",
+                    source.locate(path),
+                    dotted(path),
+                    hint=f"add '{key}: <value>' to this use",
+                )
+            )
     return problems
 
 

@@ -100,8 +100,11 @@ def _expr(node: Node, depth: int) -> str:
         assert node.layer is not None
         return _call(node.layer.module_call(node.in_shape))
     if node.kind == "residual":
-        parts = [("body", node.part("body")), ("shortcut", node.part("shortcut")),
-                 ("after", node.part("after"))]
+        parts = [
+            ("body", node.part("body")),
+            ("shortcut", node.part("shortcut")),
+            ("after", node.part("after")),
+        ]
         args = [f"{key}=" + _dict(children, depth + 1) for key, children in parts if children]
         return _wrap("Residual(", args, ")", depth)
     if node.kind == "merge":
@@ -111,8 +114,11 @@ def _expr(node: Node, depth: int) -> str:
         return _wrap("Branches(", args, ")", depth, [None, *node.children])
     if _is_named_sequence(node):
         items = [f"{child.name}={_expr(child, depth + 2)}" for child in node.children]
-        return "nn.Sequential(" + _wrap("OrderedDict(", items, ")", depth + 1,
-                                        list(node.children)) + ")"
+        return (
+            "nn.Sequential("
+            + _wrap("OrderedDict(", items, ")", depth + 1, list(node.children))
+            + ")"
+        )
     items = [_expr(child, depth + 1) for child in node.children]
     return _wrap("nn.Sequential(", items, ")", depth, list(node.children))
 
@@ -123,7 +129,10 @@ def _dict(children: list[Node], depth: int) -> str:
 
 
 def _wrap(
-    opening: str, items: list[str], closing: str, depth: int,
+    opening: str,
+    items: list[str],
+    closing: str,
+    depth: int,
     nodes: list[Node | None] | None = None,
 ) -> str:
     """Items one per line, each followed by the output shape of its node as a comment."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from cnnc import blocks, codegen
@@ -20,13 +20,15 @@ from cnnc.errors import Location, Problem, SpecError, SpecPath
 from cnnc.graph import Graph
 from cnnc.infer import infer
 from cnnc.layers.base import LayerSpec
+from cnnc.layers.types import Identifier
 from cnnc.lint import lint
 from cnnc.shapes import Shape
 from cnnc.source import Document, load
-from cnnc.spec import BlockUse, ModelSpec
+from cnnc.spec import BlockDef, BlockUse, ModelSpec
 from cnnc.validation import problems_from
 
 SpecInput = str | Path | Mapping[str, Any]
+_BLOCKS: TypeAdapter[dict[str, BlockDef]] = TypeAdapter(dict[Identifier, BlockDef])
 
 
 @dataclass(frozen=True)
@@ -53,18 +55,28 @@ def parse(spec: SpecInput) -> tuple[ModelSpec, Document]:
     document = load(spec)
     raw_blocks = document.data.get("blocks")
     context = {"blocks": raw_blocks if isinstance(raw_blocks, dict) else {}}
+    problems: list[Problem] = []
+    model: ModelSpec | None = None
     try:
         model = ModelSpec.model_validate(document.data, context=context)
     except ValidationError as exc:
-        raise SpecError(problems_from(exc, document.data, document.source,
-                                      root_model=ModelSpec)) from None
-    problems = blocks.check_definitions(model, document.source)
-    for use, path in _block_uses(model.layers, ("layers",)):
-        problems += blocks.check_use(model.blocks[use.type], use, path, document.source,
-                                     static=True)
-    if problems:
+        problems += problems_from(exc, document.data, document.source, root_model=ModelSpec)
+    definitions = model.blocks if model else _valid_blocks(raw_blocks)
+    problems += blocks.check_definitions(definitions, document.source)
+    for use, path in _block_uses(model.layers if model else [], ("layers",)):
+        problems += blocks.check_use(definitions[use.type], use, path, document.source, static=True)
+    if problems or model is None:
         raise SpecError(problems)
     return model, document
+
+
+def _valid_blocks(raw: Any) -> dict[str, BlockDef]:
+    """The block definitions alone, when they validate, so their checks run even when
+    another part of the spec is invalid."""
+    try:
+        return _BLOCKS.validate_python(raw if raw is not None else {})
+    except ValidationError:
+        return {}
 
 
 def compile_spec(spec: SpecInput, *, input_shape: Shape | None = None) -> Compiled:

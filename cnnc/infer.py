@@ -96,8 +96,10 @@ class Inference:
             raise SpecError(_with_notes(problems, site.via))
         raw = blocks.substitute(definition.layers, blocks.bind(definition, use, x[0]))
         base: SpecPath = ("blocks", use.type, "layers")
-        via = (*site.via, f"in block '{use.type}' used at {self.source.locate(site.path)} "
-                          f"({dotted(site.path)})")
+        via = (
+            *site.via,
+            f"in block '{use.type}' used at {self.source.locate(site.path)} ({dotted(site.path)})",
+        )
         try:
             layers = _LAYERS.validate_python(raw, context=self.context)
         except ValidationError as exc:
@@ -119,8 +121,9 @@ class Inference:
             validated: LayerSpec = _LAYER.validate_python(data, context=self.context)
         except ValidationError as exc:
             notes = ("in the first repeat, with the 'first' overrides applied", *site.via)
-            raise SpecError(problems_from(exc, data, self.source, base=site.path,
-                                          notes=notes)) from None
+            raise SpecError(
+                problems_from(exc, data, self.source, base=site.path, notes=notes)
+            ) from None
         return validated
 
     # -- building nodes and errors ------------------------------------------------------
@@ -158,20 +161,33 @@ class Inference:
         if problem.formula:
             notes.append(f"formula: {problem.formula}")
         notes += site.via
-        error = ShapeError([Problem(
-            f"{tag} '{site.qualname}': {problem.message}",
-            self.source.locate(site.path), dotted(site.path),
-            hint=problem.hint, notes=tuple(notes),
-        )])
+        error = ShapeError(
+            [
+                Problem(
+                    f"{tag} '{site.qualname}': {problem.message}",
+                    self.source.locate(site.path),
+                    dotted(site.path),
+                    hint=problem.hint,
+                    notes=tuple(notes),
+                )
+            ]
+        )
         error.input_too_small = problem.input_too_small  # type: ignore[attr-defined]
         return error
 
     def merge_error(self, site: Site, tag: str, message: str, hint: str) -> ShapeError:
         """A located ShapeError for branches (or a residual) whose outputs cannot be merged."""
-        return ShapeError([Problem(
-            f"{tag} '{site.qualname or tag}': {message}",
-            self.source.locate(site.path), dotted(site.path), hint=hint, notes=site.via,
-        )])
+        return ShapeError(
+            [
+                Problem(
+                    f"{tag} '{site.qualname or tag}': {message}",
+                    self.source.locate(site.path),
+                    dotted(site.path),
+                    hint=hint,
+                    notes=site.via,
+                )
+            ]
+        )
 
 
 def infer(spec: ModelSpec, source: SourceMap, input_shape: Shape | None = None) -> Graph:
@@ -192,11 +208,14 @@ def _add_smallest_input(error: ShapeError, spec: ModelSpec, source: SourceMap, x
     if smallest is None:
         advice = "no input up to 4096×4096 works; the layers shrink the image too far"
     else:
-        advice = (f"the smallest input that works is {smallest[1]}×{smallest[2]} "
-                  f"(the spec's input is {x[1]}×{x[2]}): set input: [{x[0]}, {smallest[1]}, "
-                  f"{smallest[2]}], or {problem.hint or 'change the layer'}")
-    error.problems[0] = Problem(problem.message, problem.location, problem.path, hint=advice,
-                                notes=problem.notes)
+        advice = (
+            f"the smallest input that works is {smallest[1]}×{smallest[2]} "
+            f"(the spec's input is {x[1]}×{x[2]}): set input: [{x[0]}, {smallest[1]}, "
+            f"{smallest[2]}], or {problem.hint or 'change the layer'}"
+        )
+    error.problems[0] = Problem(
+        problem.message, problem.location, problem.path, hint=advice, notes=problem.notes
+    )
 
 
 def smallest_input(spec: ModelSpec, source: SourceMap, x: Shape) -> Shape | None:

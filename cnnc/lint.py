@@ -22,8 +22,9 @@ def lint(graph: Graph, loss: str | None = None) -> list[Problem]:
 
 
 def _warn(node: Node, message: str, hint: str) -> Problem:
-    return Problem(message, node.location, dotted(node.path), hint=hint, severity="warning",
-                   notes=node.via)
+    return Problem(
+        message, node.location, dotted(node.path), hint=hint, severity="warning", notes=node.via
+    )
 
 
 def _softmax_last(graph: Graph, loss: str | None) -> Iterator[Problem]:
@@ -52,8 +53,9 @@ def _adjacent(graph: Graph) -> Iterator[tuple[Node, Node]]:
     """Consecutive leaf children of one sequence (or one residual part)."""
     for node in graph.root.walk():
         pairs = zip(node.children, node.children[1:], strict=False)
-        for (a, b), (ra, rb) in zip(pairs, zip(node.roles, node.roles[1:], strict=False),
-                                    strict=False):
+        for (a, b), (ra, rb) in zip(
+            pairs, zip(node.roles, node.roles[1:], strict=False), strict=False
+        ):
             if a.kind == b.kind == "layer" and ra == rb:
                 yield a, b
 

@@ -67,7 +67,7 @@ class Branches(nn.Module):
             self.add_module(name, module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [branch(x) for branch in self.children()]
+        outs: list[torch.Tensor] = [branch(x) for branch in self.children()]
         if self.op == "concat":
             return torch.cat(outs, dim=1)
         merged = outs[0]

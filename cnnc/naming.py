@@ -68,13 +68,19 @@ def _explicit(
             where = (*path, "name")
             if spec.name in seen or spec.name in reserved:
                 first = seen.get(spec.name)
-                other = (f"also used at {inference.source.locate(first)} ({dotted(first)})"
-                         if first is not None else "it names the residual's shortcut")
-                problems.append(Problem(
-                    f"name '{spec.name}' collides in this scope: {other}",
-                    inference.source.locate(where), dotted(where),
-                    hint="names must be unique among the layers of one scope; rename one",
-                ))
+                other = (
+                    f"also used at {inference.source.locate(first)} ({dotted(first)})"
+                    if first is not None
+                    else "it names the residual's shortcut"
+                )
+                problems.append(
+                    Problem(
+                        f"name '{spec.name}' collides in this scope: {other}",
+                        inference.source.locate(where),
+                        dotted(where),
+                        hint="names must be unique among the layers of one scope; rename one",
+                    )
+                )
             seen.setdefault(spec.name, path)
     if problems:
         raise SpecError(problems)

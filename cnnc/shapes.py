@@ -100,8 +100,10 @@ class Window:
     def formula(self, axis: str) -> str:
         """The output-length formula for ``axis`` ("H" or "W") with the numbers filled in."""
         rounding = "ceil" if self.ceil_mode else "floor"
-        pad = f"2*{self.pad_before}" if self.pad_before == self.pad_after else (
-            f"{self.pad_before}+{self.pad_after}"
+        pad = (
+            f"2*{self.pad_before}"
+            if self.pad_before == self.pad_after
+            else (f"{self.pad_before}+{self.pad_after}")
         )
         symbolic = f"{rounding}(({axis} + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1"
         filled = (
@@ -136,7 +138,7 @@ def windows(
 def check_windows(h: Window, w: Window, what: str) -> tuple[int, int]:
     """Output (H, W) of a window pair, or a ShapeProblem naming the axis that does not fit."""
     for axis, window in (("H", h), ("W", w)):
-        if window.padded < window.span:
+        if window.padded < window.span and not window.ceil_mode:
             raise ShapeProblem(
                 f"the {what} window ({window.span} after dilation) is larger than the padded "
                 f"input {'height' if axis == 'H' else 'width'} ({window.size} + "

@@ -110,10 +110,14 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         hint = "check the path; specs shipped with cnnc live in specs/"
-        raise SourceError([Problem("spec file not found", Location(str(path)), hint=hint)]) from None
+        raise SourceError(
+            [Problem("spec file not found", Location(str(path)), hint=hint)]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-        raise SourceError([Problem(f"cannot read the spec: {reason}", Location(str(path)))]) from None
+        raise SourceError(
+            [Problem(f"cannot read the spec: {reason}", Location(str(path)))]
+        ) from None
 
 
 def _syntax_error(exc: MarkedYAMLError, file: str, what: str) -> SourceError:
@@ -138,17 +142,33 @@ class _Converter:
     def convert(self, node: Any, path: SpecPath) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise SourceError([Problem(
-                f"the spec expands to more than {MAX_NODES} nodes (aliases?)",
-                self.source.locate(path), dotted(path),
-                hint="write the network with blocks and repeat instead of YAML aliases",
-            )])
+            raise SourceError(
+                [
+                    Problem(
+                        f"the spec expands to more than {MAX_NODES} nodes (aliases?)",
+                        self.source.locate(path),
+                        dotted(path),
+                        hint="write the network with blocks and repeat instead of YAML aliases",
+                    )
+                ]
+            )
         self._refuse_tag(node, path)
         if isinstance(node, CommentedMap):
             return self._mapping(node, path)
         if isinstance(node, CommentedSeq):
             return self._sequence(node, path)
-        return _scalar(node)
+        if node is None or isinstance(node, str | int | float):
+            return _scalar(node)
+        raise SourceError(
+            [
+                Problem(
+                    f"YAML tags are not allowed in a spec. Received: a {type(node).__name__} value",
+                    self.source.locate(path),
+                    dotted(path),
+                    hint="remove the '!!' tag; a spec holds plain mappings, lists, strings and numbers",
+                )
+            ]
+        )
 
     def _mapping(self, node: CommentedMap, path: SpecPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -158,11 +178,16 @@ class _Converter:
             self.source.keys[child] = (key_pos[0], key_pos[1])
             self.source.values[child] = (value_pos[0], value_pos[1])
             if not isinstance(key, str):
-                raise SourceError([Problem(
-                    f"keys must be strings. Received: {key!r}",
-                    self.source.locate(child, key=True), dotted(path),
-                    hint="quote the key, e.g. '\"1\": ...'",
-                )])
+                raise SourceError(
+                    [
+                        Problem(
+                            f"keys must be strings. Received: {key!r}",
+                            self.source.locate(child, key=True),
+                            dotted(path),
+                            hint="quote the key, e.g. '\"1\": ...'",
+                        )
+                    ]
+                )
             out[key] = self.convert(node[key], child)
         return out
 
@@ -179,11 +204,16 @@ class _Converter:
         tag = getattr(node, "tag", None)
         value = getattr(tag, "value", tag) if tag is not None else None
         if isinstance(node, TaggedScalar) or (isinstance(value, str) and value):
-            raise SourceError([Problem(
-                f"YAML tags are not allowed in a spec. Received: {value}",
-                self.source.locate(path), dotted(path),
-                hint="remove the '!' tag; a spec holds plain mappings, lists, strings and numbers",
-            )])
+            raise SourceError(
+                [
+                    Problem(
+                        f"YAML tags are not allowed in a spec. Received: {value}",
+                        self.source.locate(path),
+                        dotted(path),
+                        hint="remove the '!' tag; a spec holds plain mappings, lists, strings and numbers",
+                    )
+                ]
+            )
 
 
 def _scalar(node: Any) -> Any:

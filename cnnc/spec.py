@@ -8,7 +8,7 @@ arguments may be written as a bare string (``- relu``).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
 
 from pydantic import (
     BaseModel,
@@ -32,7 +32,11 @@ from cnnc.layers.types import Identifier, PositiveInt
 BLOCK_TAG = "block"
 # A block argument declared with one of these strings is required and has that type.
 ARG_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "list": (list,),
 }
 
 
@@ -48,8 +52,7 @@ class BlockUse(LayerSpec):
             known = sorted(REGISTRY) + sorted(blocks)
             raise PydanticCustomError(
                 "unknown_type",
-                "unknown layer type '{type}'.{suggestion} Known layer types: {known}"
-                "{block_note}",
+                "unknown layer type '{type}'.{suggestion} Known layer types: {known}{block_note}",
                 {
                     "type": self.type,
                     "suggestion": did_you_mean(self.type, known),
@@ -70,7 +73,9 @@ class BlockUse(LayerSpec):
 
 
 def _tag(value: Any) -> str:
-    kind = value if isinstance(value, str) else value.get("type") if isinstance(value, dict) else None
+    kind = (
+        value if isinstance(value, str) else value.get("type") if isinstance(value, dict) else None
+    )
     if isinstance(kind, str) and kind in REGISTRY:
         return kind
     return BLOCK_TAG
@@ -103,7 +108,10 @@ def _layer_union() -> Any:
     ]
 
 
-AnyLayer = _layer_union()
+if TYPE_CHECKING:
+    AnyLayer: TypeAlias = LayerSpec
+else:
+    AnyLayer = _layer_union()
 for _cls in REGISTRY.values():
     if issubclass(_cls, Composite):
         _cls.model_rebuild(_types_namespace={"AnyLayer": AnyLayer})
@@ -117,9 +125,18 @@ class BlockDef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     args: dict[Identifier, Any] = Field(default_factory=dict)
-    layers: Annotated[list[Any], Field(min_length=1), WithJsonSchema({
-        "type": "array", "items": {"$ref": "#/$defs/AnyLayer"}, "minItems": 1,
-    })]
+    # Bodies hold $references in place of values, so their schema cannot be the layers'.
+    layers: Annotated[
+        list[Any],
+        Field(min_length=1),
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"type": ["object", "string"]},
+                "minItems": 1,
+            }
+        ),
+    ]
     description: str | None = None
 
     @field_validator("args")
@@ -137,7 +154,9 @@ class BlockDef(BaseModel):
 
     def required(self) -> dict[str, tuple[type, ...]]:
         """Arguments without defaults, with the types they accept."""
-        return {k: ARG_TYPES[v] for k, v in self.args.items() if isinstance(v, str) and v in ARG_TYPES}
+        return {
+            k: ARG_TYPES[v] for k, v in self.args.items() if isinstance(v, str) and v in ARG_TYPES
+        }
 
     def defaults(self) -> dict[str, Any]:
         """Arguments with defaults."""

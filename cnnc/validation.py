@@ -20,6 +20,7 @@ from cnnc.errors import Problem, SpecPath, did_you_mean, dotted
 from cnnc.layers.base import REGISTRY
 from cnnc.source import SourceMap
 
+
 def problems_from(
     exc: ValidationError,
     data: Any,
@@ -41,7 +42,7 @@ def problems_from(
     """
     problems = []
     for error in exc.errors(include_url=False):
-        path, node, parent = _resolve(error, data)
+        path, parent = _resolve(error, data)
         full = (*base, *path)
         is_key = error["type"] == "extra_forbidden" or "key" in (error.get("ctx") or {})
         key_path = full
@@ -54,17 +55,15 @@ def problems_from(
     return problems
 
 
-def _resolve(error: ErrorDetails, data: Any) -> tuple[SpecPath, Any, Any]:
-    """The user's path for a pydantic location, the node there, and its parent mapping."""
+def _resolve(error: ErrorDetails, data: Any) -> tuple[SpecPath, Any]:
+    """The user's path for a pydantic location and the mapping holding its last key."""
     path: list[str | int] = []
-    node, parent = data, None
+    node: Any = data
+    parent: Any = None
     loc = list(error["loc"])
     for index, part in enumerate(loc):
         last = index == len(loc) - 1
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
-            parent, node = node, node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if _has(node, part):
             parent, node = node, node[part]
             path.append(part)
         elif _is_tag(part, node):
@@ -72,7 +71,13 @@ def _resolve(error: ErrorDetails, data: Any) -> tuple[SpecPath, Any, Any]:
         elif last and error["type"] == "missing" and isinstance(part, str):
             path.append(part)
             parent, node = (node if isinstance(node, dict) else {"type": node}), None
-    return tuple(path), node, parent
+    return tuple(path), parent
+
+
+def _has(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return isinstance(part, str) and part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
 def _is_tag(part: str | int, node: Any) -> bool:

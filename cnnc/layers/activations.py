@@ -60,7 +60,10 @@ class GELU(Activation):
     prefix = "gelu"
     torch_class = "GELU"
     summary = "Gaussian error linear unit"
-    examples = (Example({"type": "gelu"}, (5,)), Example({"type": "gelu", "approximate": "tanh"}, _IMAGE))
+    examples = (
+        Example({"type": "gelu"}, (5,)),
+        Example({"type": "gelu", "approximate": "tanh"}, _IMAGE),
+    )
 
 
 @register("silu")
@@ -138,7 +141,10 @@ class Softmax(SoftmaxBase):
     prefix = "softmax"
     torch_class = "Softmax"
     summary = "exp(x) / sum(exp(x)) along dim (default 1, the class axis)"
-    examples = (Example({"type": "softmax"}, (10,)), Example({"type": "softmax", "dim": -1}, _IMAGE))
+    examples = (
+        Example({"type": "softmax"}, (10,)),
+        Example({"type": "softmax", "dim": -1}, _IMAGE),
+    )
 
 
 @register("log_softmax")

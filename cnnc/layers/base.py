@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -19,7 +19,8 @@ from cnnc.layers.types import Identifier, PositiveInt
 from cnnc.shapes import Shape, ShapeProblem, fmt
 
 if TYPE_CHECKING:
-    from cnnc.graph import Inference, Node
+    from cnnc.graph import Node, Site
+    from cnnc.infer import Inference
 
 # Fields every layer accepts that are about the spec, not about torch.
 COMMON_FIELDS = frozenset({"type", "name", "repeat", "first"})
@@ -132,7 +133,7 @@ class Layer(LayerSpec):
 class Composite(LayerSpec):
     """A layer made of other layers (residual, branches, sequential); owns its merge rule."""
 
-    def expand(self, inference: Inference, x: Shape, at: Any) -> Node:
+    def expand(self, inference: Inference, x: Shape, site: Site) -> Node:
         """Infer the children through ``inference`` and return this composite's node."""
         raise NotImplementedError
 
@@ -151,7 +152,7 @@ def register(tag: str) -> Callable[[L], L]:
     def add(cls: L) -> L:
         if tag in REGISTRY:
             raise ValueError(f"layer type {tag!r} is registered twice")
-        annotation = cls.model_fields["type"].annotation
+        annotation = cast(type[LayerSpec], cls).model_fields["type"].annotation
         if getattr(annotation, "__args__", None) != (tag,):
             raise TypeError(f"{cls.__name__}.type must be Literal[{tag!r}]")
         REGISTRY[tag] = cls

@@ -29,30 +29,51 @@ class Conv2d(Layer):
     always_number = True
     torch_class = "Conv2d"
     ranks = (3,)
-    summary = "2-D convolution; in_channels is inferred, groups: depthwise for one group per channel"
+    summary = (
+        "2-D convolution; in_channels is inferred, groups: depthwise for one group per channel"
+    )
     examples = (
         Example({"type": "conv2d", "out_channels": 6, "kernel_size": 5}, (3, 32, 32)),
         Example(
-            {"type": "conv2d", "out_channels": 16, "kernel_size": 3, "stride": 2,
-             "padding": 1, "bias": False},
+            {
+                "type": "conv2d",
+                "out_channels": 16,
+                "kernel_size": 3,
+                "stride": 2,
+                "padding": 1,
+                "bias": False,
+            },
             (8, 15, 15),
         ),
-        Example({"type": "conv2d", "out_channels": 8, "kernel_size": [3, 5],
-                 "padding": "same", "dilation": 2, "padding_mode": "reflect"}, (4, 12, 11)),
-        Example({"type": "conv2d", "kernel_size": 3, "groups": "depthwise", "padding": 1},
-                (12, 9, 9)),
-        Example({"type": "conv2d", "out_channels": 12, "kernel_size": 1, "groups": 3},
-                (6, 5, 5)),
+        Example(
+            {
+                "type": "conv2d",
+                "out_channels": 8,
+                "kernel_size": [3, 5],
+                "padding": "same",
+                "dilation": 2,
+                "padding_mode": "reflect",
+            },
+            (4, 12, 11),
+        ),
+        Example(
+            {"type": "conv2d", "kernel_size": 3, "groups": "depthwise", "padding": 1}, (12, 9, 9)
+        ),
+        Example({"type": "conv2d", "out_channels": 12, "kernel_size": 1, "groups": 3}, (6, 5, 5)),
     )
 
     @model_validator(mode="after")
     def _check(self) -> Conv2d:
         if self.out_channels is None and self.groups != "depthwise":
-            raise ValueError("out_channels is required (it may be omitted only with "
-                             "groups: depthwise, where it defaults to the input channels)")
+            raise ValueError(
+                "out_channels is required (it may be omitted only with "
+                "groups: depthwise, where it defaults to the input channels)"
+            )
         if self.padding == "same" and pair(self.stride) != (1, 1):
-            raise ValueError("padding 'same' needs stride 1 (torch does not support strided "
-                             "'same' convolutions); write the padding explicitly")
+            raise ValueError(
+                "padding 'same' needs stride 1 (torch does not support strided "
+                "'same' convolutions); write the padding explicitly"
+            )
         return self
 
     def rank_hint(self, x: Shape) -> str:
@@ -84,14 +105,21 @@ class Conv2d(Layer):
                     f"groups={groups} must divide the {what} ({count}); input is {fmt(x)}",
                     hint=f"choose groups among the divisors of {count}, or 'depthwise'",
                 )
-        h, w = windows(x[1], x[2], pair(self.kernel_size), pair(self.stride),
-                       self._padding(), pair(self.dilation))
+        h, w = windows(
+            x[1],
+            x[2],
+            pair(self.kernel_size),
+            pair(self.stride),
+            self._padding(),
+            pair(self.dilation),
+        )
         return (out, *check_windows(h, w, "convolution"))
 
     def module_call(self, x: Shape) -> ModuleCall:
         channels, out, groups = self.resolved(x)
         kwargs = self.torch_kwargs()
         kwargs.pop("out_channels", None)
+        kwargs.pop("groups", None)
         if groups != 1:
             kwargs["groups"] = groups
         return ModuleCall(self.torch_class, (channels, out), kwargs)

@@ -22,7 +22,10 @@ class Dropout(DropoutBase):
     type: Literal["dropout"]
     torch_class = "Dropout"
     summary = "zeroes elements with probability p while training"
-    examples = (Example({"type": "dropout"}, (100,)), Example({"type": "dropout", "p": 0.2}, (3, 4, 4)))
+    examples = (
+        Example({"type": "dropout"}, (100,)),
+        Example({"type": "dropout", "p": 0.2}, (3, 4, 4)),
+    )
 
 
 @register("dropout2d")

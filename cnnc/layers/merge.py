@@ -7,7 +7,6 @@ ends in (C, 1, 1) is a squeeze-and-excitation block.
 
 from __future__ import annotations
 
-from functools import reduce
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BeforeValidator, Field
@@ -21,6 +20,7 @@ from cnnc.shapes import Shape, broadcast, fmt
 if TYPE_CHECKING:
     from cnnc.infer import Inference
     from cnnc.spec import AnyLayer
+
 
 class Merge(Composite):
     """Runs every branch on the input and combines the outputs with ``op``."""
@@ -45,8 +45,9 @@ class Merge(Composite):
         if out is None:
             listing = ", ".join(f"branch{i + 1} gives {fmt(s)}" for i, s in enumerate(shapes))
             raise inference.merge_error(site, self.type, f"{self.rule()}; {listing}", self.fix())
-        return inference.node(site, self.type, "merge", x, out, nodes, ["branch"] * len(nodes),
-                              op=self.type)
+        return inference.node(
+            site, self.type, "merge", x, out, nodes, ["branch"] * len(nodes), op=self.type
+        )
 
     def merge(self, shapes: list[Shape]) -> Shape | None:
         """The merged shape, or None when the branch outputs cannot be combined."""
@@ -67,11 +68,17 @@ class Concat(Merge):
     prefix = "concat"
     summary = "runs branches on the same input and concatenates them on the channel axis"
     examples = (
-        Example({"type": "concat", "branches": [
-            [{"type": "conv2d", "out_channels": 4, "kernel_size": 1}, "relu"],
-            [{"type": "conv2d", "out_channels": 6, "kernel_size": 3, "padding": 1}],
-            [{"type": "maxpool2d", "kernel_size": 3, "stride": 1, "padding": 1}],
-        ]}, (3, 8, 8)),
+        Example(
+            {
+                "type": "concat",
+                "branches": [
+                    [{"type": "conv2d", "out_channels": 4, "kernel_size": 1}, "relu"],
+                    [{"type": "conv2d", "out_channels": 6, "kernel_size": 3, "padding": 1}],
+                    [{"type": "maxpool2d", "kernel_size": 3, "stride": 1, "padding": 1}],
+                ],
+            },
+            (3, 8, 8),
+        ),
     )
 
     def merge(self, shapes: list[Shape]) -> Shape | None:
@@ -91,12 +98,16 @@ class Elementwise(Merge):
     """Shared rule of add and mul: torch broadcasting over the branch outputs."""
 
     def merge(self, shapes: list[Shape]) -> Shape | None:
-        return reduce(lambda a, b: broadcast(a, b) if a is not None else None, shapes[1:],
-                      shapes[0])  # type: ignore[arg-type, return-value]
+        merged: Shape | None = shapes[0]
+        for shape in shapes[1:]:
+            merged = broadcast(merged, shape) if merged is not None else None
+        return merged
 
     def rule(self) -> str:
-        return (f"{self.type} needs branch outputs that broadcast (each axis equal, or 1 in "
-                "one of them)")
+        return (
+            f"{self.type} needs branch outputs that broadcast (each axis equal, or 1 in "
+            "one of them)"
+        )
 
     def fix(self) -> str:
         return "make the branches end with the same channels, or a (C, 1, 1) gate for scaling"
@@ -108,8 +119,16 @@ class Add(Elementwise):
     prefix = "add"
     summary = "runs branches on the same input and adds them (broadcasting)"
     examples = (
-        Example({"type": "add", "branches": [["identity"], [
-            {"type": "conv2d", "out_channels": 5, "kernel_size": 3, "padding": 1}]]}, (5, 6, 6)),
+        Example(
+            {
+                "type": "add",
+                "branches": [
+                    ["identity"],
+                    [{"type": "conv2d", "out_channels": 5, "kernel_size": 3, "padding": 1}],
+                ],
+            },
+            (5, 6, 6),
+        ),
     )
 
 
@@ -119,9 +138,20 @@ class Mul(Elementwise):
     prefix = "mul"
     summary = "runs branches on the same input and multiplies them (squeeze-and-excitation)"
     examples = (
-        Example({"type": "mul", "branches": [["identity"], [
-            {"type": "adaptive_avgpool2d", "output_size": 1},
-            {"type": "conv2d", "out_channels": 2, "kernel_size": 1}, "relu",
-            {"type": "conv2d", "out_channels": 8, "kernel_size": 1}, "hardsigmoid"]]},
-            (8, 5, 5)),
+        Example(
+            {
+                "type": "mul",
+                "branches": [
+                    ["identity"],
+                    [
+                        {"type": "adaptive_avgpool2d", "output_size": 1},
+                        {"type": "conv2d", "out_channels": 2, "kernel_size": 1},
+                        "relu",
+                        {"type": "conv2d", "out_channels": 8, "kernel_size": 1},
+                        "hardsigmoid",
+                    ],
+                ],
+            },
+            (8, 5, 5),
+        ),
     )

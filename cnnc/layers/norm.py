@@ -42,8 +42,10 @@ class BatchNorm2d(BatchNorm):
     torch_class = "BatchNorm2d"
     ranks = (3,)
     summary = "batch normalization over (C, H, W) feature maps; num_features is inferred"
-    examples = (Example({"type": "batchnorm2d"}, (16, 8, 8)),
-                Example({"type": "batchnorm2d", "momentum": None, "affine": False}, (4, 3, 3)))
+    examples = (
+        Example({"type": "batchnorm2d"}, (16, 8, 8)),
+        Example({"type": "batchnorm2d", "momentum": None, "affine": False}, (4, 3, 3)),
+    )
 
     def rank_hint(self, x: Shape) -> str:
         return "after flatten use batchnorm1d" if len(x) == 1 else "batchnorm2d needs (C, H, W)"
@@ -55,8 +57,10 @@ class BatchNorm1d(BatchNorm):
     torch_class = "BatchNorm1d"
     ranks = (1, 2)
     summary = "batch normalization over (features,) or (C, L); num_features is inferred"
-    examples = (Example({"type": "batchnorm1d"}, (120,)),
-                Example({"type": "batchnorm1d", "eps": 1e-3}, (6, 10)))
+    examples = (
+        Example({"type": "batchnorm1d"}, (120,)),
+        Example({"type": "batchnorm1d", "eps": 1e-3}, (6, 10)),
+    )
 
     def rank_hint(self, x: Shape) -> str:
         return "for (C, H, W) feature maps use batchnorm2d"
@@ -113,8 +117,10 @@ class LayerNorm(Layer):
     always_number = True
     torch_class = "LayerNorm"
     summary = "normalizes the trailing axes per sample; normalized_shape defaults to all of them"
-    examples = (Example({"type": "layernorm"}, (64,)),
-                Example({"type": "layernorm", "normalized_shape": [4, 4]}, (3, 4, 4)))
+    examples = (
+        Example({"type": "layernorm"}, (64,)),
+        Example({"type": "layernorm", "normalized_shape": [4, 4]}, (3, 4, 4)),
+    )
 
     def normalized(self, x: Shape) -> tuple[int, ...]:
         given = self.normalized_shape
@@ -124,7 +130,7 @@ class LayerNorm(Layer):
 
     def output_shape(self, x: Shape) -> Shape:
         trailing = self.normalized(x)
-        if len(trailing) > len(x) or x[len(x) - len(trailing):] != trailing:
+        if len(trailing) > len(x) or x[len(x) - len(trailing) :] != trailing:
             raise ShapeProblem(
                 f"normalized_shape {list(trailing)} must equal the trailing axes of the input "
                 f"{fmt(x)}",
@@ -136,8 +142,9 @@ class LayerNorm(Layer):
         kwargs: dict[str, Any] = self.torch_kwargs()
         kwargs.pop("normalized_shape", None)
         trailing = self.normalized(x)
-        return ModuleCall(self.torch_class, (trailing[0] if len(trailing) == 1 else trailing,),
-                          kwargs)
+        return ModuleCall(
+            self.torch_class, (trailing[0] if len(trailing) == 1 else trailing,), kwargs
+        )
 
     def params(self, x: Shape) -> int:
         if not self.elementwise_affine:

@@ -27,12 +27,12 @@ class Pool2d(Layer):
     def _dilation(self) -> tuple[int, int]:
         return (1, 1)
 
-    def _check_padding(self, span: tuple[int, int]) -> None:
-        # torch: "pad should be at most half of effective kernel size"
-        for pad, extent in zip(pair(self.padding), span, strict=True):
+    def _check_padding(self) -> None:
+        # torch: "pad should be smaller than or equal to half of kernel size"
+        for pad, extent in zip(pair(self.padding), pair(self.kernel_size), strict=True):
             if pad > extent // 2:
                 raise ValueError(
-                    f"padding {pad} is more than half the pooling window ({extent}); torch "
+                    f"padding {pad} is more than half the kernel_size ({extent}); torch "
                     f"allows at most {extent // 2}"
                 )
 
@@ -40,8 +40,15 @@ class Pool2d(Layer):
         self.check_input(x)
         ph, pw = pair(self.padding)
         stride = pair(self.stride if self.stride is not None else self.kernel_size)
-        h, w = windows(x[1], x[2], pair(self.kernel_size), stride, ((ph, ph), (pw, pw)),
-                       self._dilation(), self.ceil_mode)
+        h, w = windows(
+            x[1],
+            x[2],
+            pair(self.kernel_size),
+            stride,
+            ((ph, ph), (pw, pw)),
+            self._dilation(),
+            self.ceil_mode,
+        )
         return (x[0], *check_windows(h, w, "pooling"))
 
     def flops(self, x: Shape, y: Shape) -> int:
@@ -62,7 +69,9 @@ class MaxPool2d(Pool2d):
     examples = (
         Example({"type": "maxpool2d", "kernel_size": 2}, (6, 28, 28)),
         Example({"type": "maxpool2d", "kernel_size": 3, "stride": 2, "padding": 1}, (4, 15, 15)),
-        Example({"type": "maxpool2d", "kernel_size": 3, "stride": 2, "ceil_mode": True}, (3, 14, 14)),
+        Example(
+            {"type": "maxpool2d", "kernel_size": 3, "stride": 2, "ceil_mode": True}, (3, 14, 14)
+        ),
         Example({"type": "maxpool2d", "kernel_size": 2, "dilation": 2}, (2, 9, 9)),
     )
 
@@ -71,8 +80,7 @@ class MaxPool2d(Pool2d):
 
     @model_validator(mode="after")
     def _padding_fits(self) -> MaxPool2d:
-        k, d = pair(self.kernel_size), pair(self.dilation)
-        self._check_padding((d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1))
+        self._check_padding()
         return self
 
 
@@ -89,13 +97,22 @@ class AvgPool2d(Pool2d):
     summary = "mean over each window; stride defaults to kernel_size"
     examples = (
         Example({"type": "avgpool2d", "kernel_size": 2}, (6, 8, 8)),
-        Example({"type": "avgpool2d", "kernel_size": 3, "stride": 2, "padding": 1,
-                 "ceil_mode": True, "count_include_pad": False}, (4, 10, 10)),
+        Example(
+            {
+                "type": "avgpool2d",
+                "kernel_size": 3,
+                "stride": 2,
+                "padding": 1,
+                "ceil_mode": True,
+                "count_include_pad": False,
+            },
+            (4, 10, 10),
+        ),
     )
 
     @model_validator(mode="after")
     def _padding_fits(self) -> AvgPool2d:
-        self._check_padding(pair(self.kernel_size))
+        self._check_padding()
         return self
 
 

@@ -49,14 +49,43 @@ class Residual(Composite):
     always_number = True
     summary = "after(body(x) + shortcut(x)); shortcut identity, projection (default) or layers"
     examples = (
-        Example({"type": "residual", "body": [
-            {"type": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1},
-            "batchnorm2d", "relu"]}, (8, 6, 6)),
-        Example({"type": "residual", "body": [
-            {"type": "conv2d", "out_channels": 16, "kernel_size": 3, "stride": 2,
-             "padding": 1, "bias": False}, "batchnorm2d"], "after": "relu"}, (8, 7, 7)),
-        Example({"type": "residual", "shortcut": [{"type": "linear", "out_features": 6}],
-                 "body": [{"type": "linear", "out_features": 6}]}, (4,)),
+        Example(
+            {
+                "type": "residual",
+                "body": [
+                    {"type": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1},
+                    "batchnorm2d",
+                    "relu",
+                ],
+            },
+            (8, 6, 6),
+        ),
+        Example(
+            {
+                "type": "residual",
+                "body": [
+                    {
+                        "type": "conv2d",
+                        "out_channels": 16,
+                        "kernel_size": 3,
+                        "stride": 2,
+                        "padding": 1,
+                        "bias": False,
+                    },
+                    "batchnorm2d",
+                ],
+                "after": "relu",
+            },
+            (8, 7, 7),
+        ),
+        Example(
+            {
+                "type": "residual",
+                "shortcut": [{"type": "linear", "out_features": 6}],
+                "body": [{"type": "linear", "out_features": 6}],
+            },
+            (4,),
+        ),
     )
 
     def expand(self, inference: Inference, x: Shape, site: Site) -> Node:
@@ -69,7 +98,8 @@ class Residual(Composite):
         if (shortcut.out_shape if shortcut else x) != y:
             got = shortcut.out_shape if shortcut else x
             raise inference.merge_error(
-                site, "residual",
+                site,
+                "residual",
                 f"the body gives {fmt(y)} but the shortcut gives {fmt(got)}; "
                 f"{_difference(y, got)}, and the two are added",
                 "use 'shortcut: projection' (the default) to project the input, or make "
@@ -77,8 +107,11 @@ class Residual(Composite):
             )
         after_nodes, z = inference.sequence(after, y, site, after_names)
         children = [*body_nodes, *([shortcut] if shortcut else []), *after_nodes]
-        roles: list[Role] = (["body"] * len(body_nodes) + ["shortcut"] * bool(shortcut)
-                             + ["after"] * len(after_nodes))
+        body_role: Role = "body"
+        shortcut_role: Role = "shortcut"
+        after_role: Role = "after"
+        roles = [body_role] * len(body_nodes) + [shortcut_role] * bool(shortcut)
+        roles += [after_role] * len(after_nodes)
         return inference.node(site, self.type, "residual", x, z, children, roles)
 
     def _shortcut_node(self, inference: Inference, x: Shape, y: Shape, site: Site) -> Node | None:
@@ -92,8 +125,11 @@ class Residual(Composite):
         else:
             layers, name = self._projection(inference, x, y, site), "downsample"
             items = [(layer, path) for layer in layers]
-        names = [str(i) for i in range(len(items))] if name == "downsample" else (
-            scope_names(inference, [items])[0])
+        names = (
+            [str(i) for i in range(len(items))]
+            if name == "downsample"
+            else (scope_names(inference, [items])[0])
+        )
         child = site.child(name, path)
         nodes, out = inference.sequence(items, x, child, names)
         return inference.node(child, "shortcut", "sequence", x, out, nodes)
@@ -108,7 +144,8 @@ class Residual(Composite):
         stride = _projection_stride(x, y) if len(x) == len(y) == 3 else None
         if stride is None:
             raise inference.merge_error(
-                site, "residual",
+                site,
+                "residual",
                 f"no 1x1 projection maps the input {fmt(x)} onto the body's output {fmt(y)}",
                 "give the shortcut explicit layers (shortcut: [...]) or change the body",
             )
@@ -132,4 +169,3 @@ def _difference(a: Shape, b: Shape) -> str:
     axes = ("C", "H", "W") if len(a) == 3 else tuple(f"dim{i + 1}" for i in range(len(a)))
     diffs = [f"{axis} {p} vs {q}" for axis, p, q in zip(axes, a, b, strict=True) if p != q]
     return "they differ in " + ", ".join(diffs)
-

@@ -27,9 +27,18 @@ class Sequential(Composite):
     always_number = True
     summary = "a named group of layers run in order (a torch.nn.Sequential)"
     examples = (
-        Example({"type": "sequential", "name": "features", "layers": [
-            {"type": "conv2d", "out_channels": 4, "kernel_size": 3}, "relu",
-            {"type": "maxpool2d", "kernel_size": 2}]}, (1, 10, 10)),
+        Example(
+            {
+                "type": "sequential",
+                "name": "features",
+                "layers": [
+                    {"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+                    "relu",
+                    {"type": "maxpool2d", "kernel_size": 2},
+                ],
+            },
+            (1, 10, 10),
+        ),
     )
 
     def expand(self, inference: Inference, x: Shape, site: Site) -> Node:

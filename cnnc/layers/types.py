@@ -37,9 +37,7 @@ def _size(value: Any, minimum: int, what: str) -> int | tuple[int, int]:
         and all(_is_int(v) and v >= minimum for v in value)
     ):
         return (int(value[0]), int(value[1]))
-    raise PydanticCustomError(
-        "size", "expected {what} or a pair [h, w] of them", {"what": what}
-    )
+    raise PydanticCustomError("size", "expected {what} or a pair [h, w] of them", {"what": what})
 
 
 def _positive_size(value: Any) -> int | tuple[int, int]:
@@ -60,12 +58,16 @@ def _padding(value: Any) -> int | tuple[int, int] | str:
 def _optional_size(value: Any) -> int | tuple[int | None, int | None] | None:
     if value is None or (_is_int(value) and value >= 1):
         return value  # type: ignore[no-any-return]
-    if isinstance(value, list | tuple) and len(value) == 2:
-        if all(v is None or (_is_int(v) and v >= 1) for v in value):
-            return (value[0], value[1])
+    pair_ok = isinstance(value, list | tuple) and len(value) == 2
+    if pair_ok and all(v is None or (_is_int(v) and v >= 1) for v in value):
+        return (value[0], value[1])
     raise PydanticCustomError(
         "output_size", "expected a positive integer or a pair [h, w] (null keeps that axis)"
     )
+
+
+# Names a layer cannot take: they are attributes of every nn.Module (forward, training, ...).
+_MODULE_ATTRIBUTES = frozenset(dir(nn.Module()))
 
 
 def _identifier(value: Any) -> str:
@@ -79,7 +81,7 @@ def _identifier(value: Any) -> str:
         raise PydanticCustomError(
             "identifier", "a name cannot be a Python keyword or start with '_'"
         )
-    if hasattr(nn.Module, value):
+    if value in _MODULE_ATTRIBUTES:
         raise PydanticCustomError(
             "identifier",
             "'{name}' is an attribute of torch.nn.Module and cannot name a layer",
@@ -89,7 +91,10 @@ def _identifier(value: Any) -> str:
 
 
 _PAIR_SCHEMA: dict[str, Any] = {
-    "type": "array", "items": _INT_SCHEMA, "minItems": 2, "maxItems": 2,
+    "type": "array",
+    "items": _INT_SCHEMA,
+    "minItems": 2,
+    "maxItems": 2,
 }
 
 Size2 = Annotated[
@@ -97,6 +102,8 @@ Size2 = Annotated[
     PlainValidator(_positive_size),
     WithJsonSchema({"anyOf": [_INT_SCHEMA, _PAIR_SCHEMA]}),
 ]
+
+
 def _nonnegative_size(value: Any) -> int | tuple[int, int]:
     return _size(value, 0, "an integer >= 0")
 
@@ -104,36 +111,54 @@ def _nonnegative_size(value: Any) -> int | tuple[int, int]:
 PoolPadding = Annotated[
     int | tuple[int, int],
     PlainValidator(_nonnegative_size),
-    WithJsonSchema({
-        "anyOf": [
-            {"type": "integer", "minimum": 0},
-            {"type": "array", "items": {"type": "integer", "minimum": 0},
-             "minItems": 2, "maxItems": 2},
-        ]
-    }),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+            ]
+        }
+    ),
 ]
 Padding = Annotated[
     int | tuple[int, int] | str,
     PlainValidator(_padding),
-    WithJsonSchema({
-        "anyOf": [
-            {"type": "integer", "minimum": 0},
-            {"type": "array", "items": {"type": "integer", "minimum": 0},
-             "minItems": 2, "maxItems": 2},
-            {"enum": ["same", "valid"]},
-        ]
-    }),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+                {"enum": ["same", "valid"]},
+            ]
+        }
+    ),
 ]
 OutputSize = Annotated[
     int | tuple[int | None, int | None],
     PlainValidator(_optional_size),
-    WithJsonSchema({
-        "anyOf": [
-            _INT_SCHEMA,
-            {"type": "array", "items": {"anyOf": [_INT_SCHEMA, {"type": "null"}]},
-             "minItems": 2, "maxItems": 2},
-        ]
-    }),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _INT_SCHEMA,
+                {
+                    "type": "array",
+                    "items": {"anyOf": [_INT_SCHEMA, {"type": "null"}]},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+            ]
+        }
+    ),
 ]
 Identifier = Annotated[
     str,

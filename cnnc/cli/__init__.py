@@ -1,0 +1,18 @@
+"""The ``cnnc`` command line (typer). The only part of cnnc that prints.
+
+Commands: build, check, summary, schema, layers (compiler); train, eval, predict (training);
+bench, tune (performance). ``python -m cnnc`` runs the same app.
+"""
+
+from __future__ import annotations
+
+from cnnc.cli import compile_cmds  # noqa: F401  (registers the compiler commands)
+from cnnc.cli.app import app
+
+
+def main() -> None:
+    """Entry point of the ``cnnc`` console script."""
+    app()
+
+
+__all__ = ["app", "main"]

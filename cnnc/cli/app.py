@@ -1,0 +1,71 @@
+"""The typer application object and what every command shares: consoles and error exits.
+
+Results go to stdout; diagnostics (errors, warnings, progress) go to stderr, so
+``cnnc build --json spec.yaml | jq`` always sees one JSON document. A user mistake exits
+with status 1 and located messages, never a Python traceback; usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from functools import wraps
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from cnnc.errors import CnncError, Problem
+
+app = typer.Typer(
+    name="cnnc",
+    help="A declarative CNN model-spec compiler with a performance-focused runtime.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_INVALID = 1
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def print_problems(problems: Iterable[Problem]) -> None:
+    """Errors in red and warnings in yellow, with their notes and hints, on stderr."""
+    for problem in problems:
+        style = "red" if problem.severity == "error" else "yellow"
+        label = "error" if problem.severity == "error" else "warning"
+        head, *rest = problem.render().splitlines()
+        stderr.print(f"[{style}]{label}[/]: {escape(head)}")
+        for line in rest:
+            stderr.print(escape(line), style="dim" if "note:" in line else None)
+
+
+def fail(problems: Iterable[Problem]) -> NoReturn:
+    """Print ``problems`` and exit with status 1."""
+    print_problems(problems)
+    raise typer.Exit(EXIT_INVALID)
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout (plain, so pipes and jq read it)."""
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn CnncError (any user mistake) into located messages and exit status 1."""
+
+    @wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except CnncError as error:
+            fail(error.problems)
+
+    return run
