@@ -126,6 +126,31 @@ class Inference:
             ) from None
         return validated
 
+    def guard_shared_input(self, items: Sequence[Item], what: str) -> None:
+        """Refuse an in-place layer that would overwrite an input other branches still read.
+
+        A residual's body and every merge branch receive the same tensor; an in-place layer
+        reached before anything allocates a new tensor would corrupt the shortcut or the other
+        branches.
+        """
+        for spec, path in items:
+            if isinstance(spec, Layer) and spec.in_place:
+                where = (*path, "inplace")
+                raise SpecError(
+                    [
+                        Problem(
+                            f"{spec.type} with inplace: true would overwrite the input that {what} "
+                            "also reads",
+                            self.source.locate(where),
+                            dotted(where),
+                            hint="set 'inplace: false' here, or move this layer after one that "
+                            "produces a new tensor (a conv2d, linear, batchnorm, ...)",
+                        )
+                    ]
+                )
+            if not (isinstance(spec, Layer) and type(spec).passes_input):
+                return
+
     # -- building nodes and errors ------------------------------------------------------
 
     def node(

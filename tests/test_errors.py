@@ -245,3 +245,16 @@ def test_pool_padding_larger_than_half_kernel(tmp_path: Path) -> None:
         "torch allows at most 1. Received: {'type': 'maxpool2d', 'kernel_size': 2, "
         "'padding': 2}"
     )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[{type: relu, inplace: true}, {type: conv2d, out_channels: 3, kernel_size: 1}]",
+        "[identity, {type: relu, inplace: true}]",
+    ],
+)
+def test_inplace_layer_on_a_shared_input_is_refused(tmp_path: Path, body: str) -> None:
+    text = HEAD + f"  - type: residual\n    body: {body}\n"
+    (error,) = errors_of(tmp_path, text, cnnc.SpecError)
+    assert "relu with inplace: true would overwrite the input that the shortcut also reads" in error

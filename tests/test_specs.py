@@ -27,6 +27,9 @@ EXPECTED_PARAMS = {
     "seed003_mlp": 22,
     "resnet18": 11_689_512,
     "vgg11": 132_863_336,
+    "squeezenet": 1_235_496,
+    "mobilenet_v2": 3_504_872,
+    "googlenet": 6_624_904,
 }
 
 

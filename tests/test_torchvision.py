@@ -19,6 +19,9 @@ from tests.helpers import ROOT
 REFERENCES: dict[str, Callable[[], nn.Module]] = {
     "resnet18": lambda: torchvision.models.resnet18(),
     "vgg11": lambda: torchvision.models.vgg11(),
+    "squeezenet": lambda: torchvision.models.squeezenet1_1(),
+    "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(),
+    "googlenet": lambda: torchvision.models.googlenet(aux_logits=False, init_weights=False),
 }
 
 

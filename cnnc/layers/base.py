@@ -90,6 +90,13 @@ class Layer(LayerSpec):
 
     torch_class: ClassVar[str] = ""
     ranks: ClassVar[tuple[int, ...]] = ()  # accepted per-sample ranks; () accepts any
+    # True for layers that may return their input tensor itself (or a view of it).
+    passes_input: ClassVar[bool] = False
+
+    @property
+    def in_place(self) -> bool:
+        """True when the layer overwrites its input (``inplace: true``)."""
+        return bool(getattr(self, "inplace", False))
 
     def check_input(self, x: Shape) -> None:
         """Raise ShapeProblem if the per-sample rank is not one this layer accepts."""

@@ -13,6 +13,7 @@ class DropoutBase(Layer):
     p: Probability = 0.5
     inplace: Bool = False
     prefix = "dropout"
+    passes_input = True
 
 
 @register("dropout")

@@ -37,6 +37,7 @@ class Merge(Composite):
         for index, branch in enumerate(self.branches):
             path = (*site.path, "branches", index)
             items = inference.items(branch, path)
+            inference.guard_shared_input(items, "the other branches")
             child = site.child(f"branch{index + 1}", path)
             children, y = inference.sequence(items, x, child, scope_names(inference, [items])[0])
             nodes.append(inference.node(child, "branch", "sequence", x, y, children))

@@ -20,6 +20,7 @@ class Flatten(Layer):
     end_dim: int = Field(default=-1, strict=True)
 
     prefix = "flatten"
+    passes_input = True
     torch_class = "Flatten"
     summary = "flattens every axis from start_dim to end_dim (the batch axis stays)"
     examples = (
@@ -38,6 +39,7 @@ class Identity(Layer):
     type: Literal["identity"]
 
     prefix = "identity"
+    passes_input = True
     torch_class = "Identity"
     summary = "returns its input unchanged"
     examples = (Example({"type": "identity"}, (3, 4, 4)),)

@@ -93,6 +93,7 @@ class Residual(Composite):
         after = inference.items(self.after, (*site.path, "after"))
         reserved = ("downsample", "shortcut")
         body_names, after_names = scope_names(inference, [body, after], reserved)
+        inference.guard_shared_input(body, "the shortcut")
         body_nodes, y = inference.sequence(body, x, site, body_names)
         shortcut = self._shortcut_node(inference, x, y, site)
         if (shortcut.out_shape if shortcut else x) != y:
