@@ -24,6 +24,8 @@ def json_schema() -> dict[str, Any]:
         "not": {"enum": sorted(REGISTRY)},
         "description": "the name of a block defined under blocks:",
     }
+    optimize = schema["properties"]["optimize"]
+    optimize["anyOf"].append({"enum": ["auto", "eager", "off"]})
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_ID
     schema["title"] = "cnnc model spec"
@@ -31,12 +33,17 @@ def json_schema() -> dict[str, Any]:
 
 
 def _rewrite_unions(node: Any) -> Any:
+    """Tagged unions also accept their bare tag (``- relu``, ``loss: cross_entropy``)."""
     if isinstance(node, dict):
         node = {key: _rewrite_unions(value) for key, value in node.items()}
         members = node.get("oneOf")
         if isinstance(members, list) and {"$ref": "#/$defs/BlockUse"} in members:
             del node["oneOf"]
             node["anyOf"] = [*members, {"enum": sorted(REGISTRY)}]
+        elif isinstance(members, list) and "discriminator" in node:
+            tags = sorted(node.pop("discriminator")["mapping"])
+            del node["oneOf"]
+            node["anyOf"] = [*members, {"enum": tags}]
         return node
     if isinstance(node, list):
         return [_rewrite_unions(value) for value in node]

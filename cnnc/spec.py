@@ -28,6 +28,8 @@ from cnnc import layers  # noqa: F401  (registers every layer type)
 from cnnc.errors import did_you_mean
 from cnnc.layers.base import REGISTRY, Composite, LayerSpec
 from cnnc.layers.types import Identifier, PositiveInt
+from cnnc.sections.optimize import OptimizeField
+from cnnc.sections.train import TrainSection
 
 BLOCK_TAG = "block"
 # A block argument declared with one of these strings is required and has that type.
@@ -176,6 +178,8 @@ class ModelSpec(BaseModel):
     input: Annotated[list[PositiveInt], Field(min_length=1, max_length=3)]
     blocks: dict[Identifier, BlockDef] = Field(default_factory=dict)
     layers: Layers
+    train: TrainSection | None = None
+    optimize: OptimizeField | None = None
 
     @field_validator("blocks")
     @classmethod

@@ -1,0 +1,107 @@
+"""The optimization flags shared by train, bench and tune, and how they meet the spec.
+
+CLI flags override the spec's ``optimize:`` section; ``--optimize auto`` (or ``optimize:
+auto`` in the spec) measures the candidates on the device and picks the fastest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from cnnc.analysis import summarize
+from cnnc.compiler import Compiled, build
+from cnnc.sections.optimize import OptimizeSection
+from runtime.benchmark import Workload
+from runtime.optimize.autotune import tune
+from runtime.optimize.config import EAGER, Amp, OptimizeConfig
+from runtime.train.distributed import resolve_device
+
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
+OptimizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--optimize",
+        help="auto (measure and choose) or eager; default: the spec's optimize: section.",
+    ),
+]
+CompileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--compile", help="torch.compile mode: off, default, reduce-overhead, max-autotune."
+    ),
+]
+ChannelsLastOpt = Annotated[
+    bool | None, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format.")
+]
+AmpOpt = Annotated[str | None, typer.Option("--amp", help="Autocast: off, bf16 or fp16.")]
+
+_COMPILE = ("off", "default", "reduce-overhead", "max-autotune")
+_AMP = ("off", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The configuration to run and, when it was chosen automatically, why."""
+
+    config: OptimizeConfig
+    reason: str = ""
+
+
+def spec_key(compiled: Compiled) -> str:
+    """A hash of what determines the network (layers, blocks, input), for the tune cache."""
+    spec = compiled.spec.model_dump(mode="json", include={"input", "layers", "blocks"})
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def workload(compiled: Compiled, batch: int, device: str, *, training: bool = True) -> Workload:
+    """The benchmark workload of a compiled spec: synthetic batches of its input shape."""
+    summary = summarize(compiled.graph)
+    return Workload(
+        factory=lambda: build(compiled),
+        input_shape=compiled.graph.input_shape,
+        num_classes=compiled.graph.output_shape[0],
+        batch=batch,
+        device=resolve_device(device),
+        training=training,
+        flops_per_image=float(summary.training_flops),
+    )
+
+
+def _checked(value: str | None, allowed: tuple[str, ...], flag: str) -> str | None:
+    if value is not None and value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=flag)
+    return value
+
+
+def resolve_optimize(
+    compiled: Compiled,
+    batch: int,
+    device: str,
+    mode: str | None,
+    flags: dict[str, Any],
+    *,
+    refresh: bool = False,
+) -> Choice:
+    """The configuration for a training run: tuned, from flags, or from the spec."""
+    _checked(mode, ("auto", "eager"), "--optimize")
+    _checked(flags.get("compile"), _COMPILE, "--compile")
+    _checked(flags.get("amp"), _AMP, "--amp")
+    section = compiled.spec.optimize or OptimizeSection()
+    given = {key: value for key, value in flags.items() if value is not None}
+    if mode == "eager":
+        return Choice(EAGER)
+    if mode == "auto" or (section.auto and not given):
+        allowed: tuple[Amp, ...] = section.allowed_amp  # type: ignore[assignment]
+        result = tune(
+            workload(compiled, batch, device),
+            key=spec_key(compiled),
+            allowed_amp=allowed,
+            refresh=refresh,
+        )
+        return Choice(result.config, f"auto chose {result.reason}")
+    return Choice(section.to_config().with_(**given))

@@ -1,0 +1,238 @@
+"""Training commands: train, eval, predict. The spec's ``train:`` section drives them.
+
+``torchrun --nproc-per-node=N -m cnnc train SPEC`` runs the same command under DDP; only
+rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cnnc.cli.app import app, print_json, stderr, stdout, user_errors
+from cnnc.cli.optimize_opts import (
+    AmpOpt,
+    ChannelsLastOpt,
+    CompileOpt,
+    DeviceOpt,
+    OptimizeOpt,
+    resolve_optimize,
+)
+from cnnc.cli.runtime_errors import runtime_errors
+from cnnc.compiler import Compiled, build, compile_spec
+from cnnc.sections.train import TrainSection
+from runtime.train import ConsoleReporter, evaluate, fit, predict, prepare_data, seed_everything
+from runtime.train.config import TrainConfig
+from runtime.train.metrics import EvalResult
+
+SpecArg = Annotated[Path, typer.Argument(help="A spec file (YAML or JSON).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+WeightsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--weights", "-w", help="A .safetensors file or a run directory.", show_default=False
+    ),
+]
+
+
+def is_main_process() -> bool:
+    """False on every torchrun rank but 0, which alone prints."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def train_config(
+    compiled: Compiled, epochs: int | None = None, batch_size: int | None = None
+) -> TrainConfig:
+    """The runtime config of the spec's train section (defaults when it has none)."""
+    section = compiled.spec.train or TrainSection()
+    config = section.to_config()
+    changes: dict[str, Any] = {}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if batch_size is not None:
+        changes["batch_size"] = batch_size
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+@app.command()
+@user_errors
+def train(
+    spec: SpecArg,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Override train.batch_size.")
+    ] = None,
+    device: DeviceOpt = "auto",
+    resume: Annotated[Path | None, typer.Option(help="Continue a run (its directory).")] = None,
+    runs: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    log_grads: Annotated[bool, typer.Option(help="Log per-parameter gradient norms.")] = False,
+    tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard event files.")] = False,
+    optimize: OptimizeOpt = None,
+    compile_mode: CompileOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    amp: AmpOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train SPEC as its train: section says; writes runs/<name>/<n>/."""
+    compiled = compile_spec(spec)
+    with runtime_errors(compiled):
+        config = train_config(compiled, epochs, batch_size)
+        flags = {"compile": compile_mode, "channels_last": channels_last, "amp": amp}
+        choice = resolve_optimize(compiled, config.batch_size, device, optimize, flags)
+        if choice.reason and is_main_process():
+            stderr.print(f"optimize: {choice.reason}", markup=False)
+        seed_everything(config.seed)
+        model = build(compiled)
+        reporter = ConsoleReporter(stderr if json_out else stdout)
+        result = fit(
+            model, config, compiled.graph.input_shape, device=device,
+            run_name=None if resume else compiled.spec.name, runs_root=runs,
+            run_files=_run_files(compiled, choice.config.to_dict()), resume=resume,
+            callbacks=[reporter], log_grads=log_grads, tensorboard=tensorboard,
+            optimize=choice.config,
+        )  # fmt: skip
+        if not is_main_process():
+            return
+        scores = evaluate(model, config, compiled.graph.input_shape, device=device)
+    last = result.last
+    document = {
+        "name": compiled.spec.name,
+        "test_accuracy": scores.accuracy,
+        "test_loss": scores.loss,
+        "train_loss": last.train.get("loss") if last else None,
+        "val_accuracy": (last.val or {}).get("accuracy") if last else None,
+        "epochs": result.epochs_completed,
+        "steps": result.steps,
+        "seconds": sum(record.seconds for record in result.history),
+        "run_dir": str(result.run_dir) if result.run_dir else None,
+        "checkpoint": str(result.checkpoint.weights) if result.checkpoint else None,
+        "weights": str(result.weights) if result.weights else None,
+        "interrupted": result.interrupted,
+        "optimize": choice.config.to_dict(),
+    }
+    if json_out:
+        print_json(document)
+    else:
+        stdout.print(
+            f"test accuracy {scores.accuracy:.2%}, loss {scores.loss:.4f} "
+            f"({scores.num_samples} images); run: {document['run_dir']}"
+        )
+
+
+def _run_files(compiled: Compiled, optimize: dict[str, Any]) -> dict[str, str]:
+    resolved = compiled.spec.model_dump(mode="json", exclude_none=True, serialize_as_any=True)
+    resolved["optimize_resolved"] = optimize
+    files = {"spec.resolved.json": json.dumps(resolved, indent=2) + "\n"}
+    if not compiled.file.startswith("<"):
+        files["spec.yaml"] = Path(compiled.file).read_text(encoding="utf-8")
+    return files
+
+
+@app.command("eval")
+@user_errors
+def evaluate_command(
+    spec: SpecArg,
+    weights: WeightsOpt,
+    split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Accuracy, per-class accuracy and the confusion matrix of trained weights."""
+    compiled = compile_spec(spec)
+    with runtime_errors(compiled):
+        config = train_config(compiled)
+        scores = evaluate(
+            build(compiled),
+            config,
+            compiled.graph.input_shape,
+            split=split,
+            device=device,
+            weights=weights,
+        )
+    if json_out:
+        print_json(_scores_json(scores, split))
+        return
+    _print_scores(scores, split)
+
+
+def _scores_json(scores: EvalResult, split: str) -> dict[str, Any]:
+    return {
+        "split": split,
+        "accuracy": scores.accuracy,
+        "loss": scores.loss,
+        "top_k": {str(k): v for k, v in scores.top_k.items()},
+        "num_samples": scores.num_samples,
+        "per_class_accuracy": dict(zip(scores.class_names, scores.per_class_accuracy, strict=True)),
+        "confusion_matrix": scores.confusion_matrix.tolist(),
+        "class_names": list(scores.class_names),
+    }
+
+
+def _print_scores(scores: EvalResult, split: str) -> None:
+    from rich.table import Table
+
+    stdout.print(
+        f"{split}: accuracy {scores.accuracy:.2%}, loss {scores.loss:.4f} on "
+        f"{scores.num_samples} images"
+    )
+    table = Table(title="confusion matrix (rows: true class, columns: predicted)")
+    table.add_column("class")
+    for name in scores.class_names:
+        table.add_column(name, justify="right")
+    table.add_column("accuracy", justify="right")
+    for name, row, acc in zip(
+        scores.class_names, scores.confusion_matrix.tolist(), scores.per_class_accuracy, strict=True
+    ):
+        table.add_row(name, *[str(v) for v in row], f"{acc:.1%}")
+    stdout.print(table)
+
+
+@app.command("predict")
+@user_errors
+def predict_command(
+    spec: SpecArg,
+    weights: WeightsOpt,
+    images: Annotated[
+        list[Path], typer.Argument(help="Image files (PNG, JPEG).", show_default=False)
+    ],
+    top: Annotated[int, typer.Option(min=1, help="How many classes to show.")] = 3,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Classify image files with trained weights."""
+    from cnnc.cli.images import read_images
+    from runtime.train import load_weights
+
+    compiled = compile_spec(spec)
+    with runtime_errors(compiled):
+        config = train_config(compiled)
+        data = prepare_data(config, compiled.graph.input_shape)
+        batch = read_images(images, tuple(data.train[0][0].shape))
+        model = build(compiled)
+        load_weights(model, weights)
+        result = predict(model, batch, preprocess=data.preprocess, device=device)
+    names = data.class_names
+    rows: list[dict[str, Any]] = []
+    for path, probs in zip(images, result.probabilities, strict=True):
+        values, indices = probs.topk(min(top, len(names)))
+        rows.append(
+            {
+                "image": str(path),
+                "label": names[int(indices[0])],
+                "top": [
+                    {"label": names[int(i)], "probability": float(v)}
+                    for v, i in zip(values, indices, strict=True)
+                ],
+            }
+        )
+    if json_out:
+        print_json({"predictions": rows})
+        return
+    for row in rows:
+        alternatives = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top"])
+        stdout.print(f"{row['image']}: {row['label']}  ({alternatives})", markup=False)

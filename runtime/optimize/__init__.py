@@ -1,0 +1,1 @@
+"""Optimization passes and configurations for training and inference speed."""

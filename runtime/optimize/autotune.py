@@ -1,0 +1,145 @@
+"""``auto``: time the candidate configurations on the actual device and keep the fastest.
+
+Candidates are measured side by side with plain eager (interleaved rounds, medians, see
+``runtime.benchmark``). A candidate wins only if it beats eager by a margin larger than the
+measurement noise, so ``auto`` is never slower than eager; otherwise eager is the answer.
+Reduced precision is a candidate only when the caller allows it. The choice is cached per
+device name, torch version, model key and batch size, so a second run reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from runtime.benchmark import Measurement, Schedule, Variant, Workload, device_name, measure
+from runtime.optimize.config import EAGER, Amp, OptimizeConfig
+
+log = logging.getLogger("runtime.optimize")
+
+CACHE_ENV = "CNNC_CACHE_DIR"
+MARGIN = 1.05  # a candidate must beat eager by 5 % to be chosen over it
+TUNE_SCHEDULE = Schedule(warmup=2, rounds=7, steps=3)
+
+
+@dataclass
+class TuneResult:
+    """The chosen configuration, why, and the measurements behind it."""
+
+    config: OptimizeConfig
+    reason: str
+    key: str
+    measurements: list[Measurement]
+    cached: bool = False
+
+
+def candidates(
+    device: torch.device, allowed_amp: tuple[Amp, ...] = ("off",)
+) -> list[OptimizeConfig]:
+    """The configurations worth timing on ``device`` (eager first)."""
+    base = [
+        EAGER,
+        OptimizeConfig(rewrites=True),
+        OptimizeConfig(channels_last=True),
+        OptimizeConfig(rewrites=True, channels_last=True),
+        OptimizeConfig(compile="default"),
+        OptimizeConfig(compile="default", rewrites=True, channels_last=True),
+    ]
+    if device.type == "cuda":
+        base += [
+            OptimizeConfig(compile="default", cuda_graphs=True, channels_last=True),
+            OptimizeConfig(fused_conv_relu=True, channels_last=True),
+        ]
+    out = list(base)
+    for amp in allowed_amp:
+        if amp == "off" or (amp == "fp16" and device.type != "cuda"):
+            continue
+        out += [config.with_(amp=amp) for config in base if config.channels_last or config is EAGER]
+    return out
+
+
+def cache_file() -> Path:
+    """Where choices are remembered: $CNNC_CACHE_DIR/autotune.json or ~/.cache/cnnc/."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "cnnc"
+    return Path(root) / "autotune.json"
+
+
+def model_key(model: torch.nn.Module) -> str:
+    """A fingerprint of a model's structure and parameter shapes."""
+    text = repr(model) + repr([(n, tuple(p.shape)) for n, p in model.state_dict().items()])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cache_key(work: Workload, key: str, allowed_amp: tuple[Amp, ...]) -> str:
+    mode = "train" if work.training else "infer"
+    return (
+        f"{device_name(work.device)} | torch {torch.__version__} | {key} | batch "
+        f"{work.batch} | {mode} | amp {','.join(allowed_amp)}"
+    )
+
+
+def _load(path: Path) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _store(path: Path, key: str, entry: dict[str, object]) -> None:
+    data = _load(path)
+    data[key] = entry
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:  # a cache that cannot be written only costs a re-tune
+        log.warning("cannot write the autotune cache %s: %s", path, exc)
+
+
+def choose(measurements: list[Measurement], margin: float = MARGIN) -> tuple[OptimizeConfig, str]:
+    """The fastest measurement if it beats eager by ``margin``, else eager; and why."""
+    eager = next(m for m in measurements if m.config == EAGER)
+    ranked = sorted(measurements, key=lambda m: m.step_ms)
+    best = ranked[0]
+    table = ", ".join(f"{m.name} {m.step_ms:.2f} ms ({m.ratio_vs_eager:.2f}x)" for m in ranked)
+    if best.config == EAGER or best.ratio_vs_eager < margin:
+        return EAGER, (
+            f"eager: no candidate beat eager by {margin:.2f}x or more on this "
+            f"device; measured {table}"
+        )
+    return best.config, (
+        f"{best.name}: {best.ratio_vs_eager:.2f}x eager "
+        f"({best.step_ms:.2f} ms vs {eager.step_ms:.2f} ms); measured {table}"
+    )
+
+
+def tune(
+    work: Workload,
+    *,
+    key: str | None = None,
+    allowed_amp: tuple[Amp, ...] = ("off",),
+    schedule: Schedule = TUNE_SCHEDULE,
+    refresh: bool = False,
+    cache: Path | None = None,
+) -> TuneResult:
+    """Measure the candidates for ``work`` and return the fastest (cached by default)."""
+    path = cache or cache_file()
+    full_key = _cache_key(work, key or model_key(work.factory()), allowed_amp)
+    cached = _load(path).get(full_key)
+    if cached is not None and not refresh:
+        config = OptimizeConfig(**cached["config"])  # type: ignore[arg-type]
+        return TuneResult(config, f"{cached['reason']} (cached)", full_key, [], cached=True)
+    variants = [Variant(config.name, config) for config in candidates(work.device, allowed_amp)]
+    measurements = measure(work, variants, schedule)
+    config, reason = choose(measurements)
+    _store(path, full_key, {"config": config.to_dict(), "reason": reason})
+    log.info("auto chose %s", reason)
+    return TuneResult(config, reason, full_key, measurements)

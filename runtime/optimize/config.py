@@ -1,0 +1,64 @@
+"""What can be switched on to make a training step faster, as one immutable record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+Amp = Literal["off", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    """One configuration of the runtime's optimizations.
+
+    Attributes:
+        compile: torch.compile mode, or "off".
+        channels_last: NHWC memory format for the model and its inputs.
+        amp: autocast precision: "bf16", "fp16" (with a GradScaler; CUDA only) or "off".
+        fused_conv_relu: conv2d+ReLU through the fused custom op (Triton on CUDA).
+        cuda_graphs: replay the step as a CUDA graph (CUDA only).
+        rewrites: exact graph rewrites (ReLU after max-pooling; for inference also dropout
+            removal and conv+batchnorm folding).
+    """
+
+    compile: CompileMode = "off"
+    channels_last: bool = False
+    amp: Amp = "off"
+    fused_conv_relu: bool = False
+    cuda_graphs: bool = False
+    rewrites: bool = False
+
+    @property
+    def name(self) -> str:
+        """A short label: ``eager``, ``channels_last+bf16``, ``compile+rewrites``, ..."""
+        parts = []
+        if self.rewrites:
+            parts.append("rewrites")
+        if self.fused_conv_relu:
+            parts.append("fused")
+        if self.channels_last:
+            parts.append("channels_last")
+        if self.amp != "off":
+            parts.append(self.amp)
+        if self.compile != "off":
+            parts.append("compile" if self.compile == "default" else f"compile-{self.compile}")
+        if self.cuda_graphs:
+            parts.append("cuda_graphs")
+        return "+".join(parts) or "eager"
+
+    @property
+    def exact(self) -> bool:
+        """True when the configuration computes in fp32 (no reduced precision)."""
+        return self.amp == "off"
+
+    def with_(self, **changes: object) -> OptimizeConfig:
+        """A copy with some fields changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+EAGER = OptimizeConfig()

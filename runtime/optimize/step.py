@@ -1,0 +1,161 @@
+"""Applying an ``OptimizeConfig``: a prepared model and the training step that drives it.
+
+``prepare`` returns the model to run (rewritten, fused, channels-last, compiled) sharing the
+original's parameters, so an optimizer built on either updates both. ``TrainStep`` runs
+zero_grad → forward → loss → backward → step under the configuration's autocast and
+GradScaler. What cannot apply on this device is declined with a logged reason, and a
+torch.compile failure (which surfaces at the first call) falls back to eager and keeps the
+error for the report. Nothing here changes the numerical meaning of the model except
+reduced precision, which the caller chose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from runtime.errors import ConfigError
+from runtime.optimize import rewrites
+from runtime.optimize.config import OptimizeConfig
+
+log = logging.getLogger("runtime.optimize")
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class Prepared:
+    """A model ready to run under a configuration, with what was applied and declined."""
+
+    model: nn.Module
+    eager_model: nn.Module
+    config: OptimizeConfig
+    device: torch.device
+    notes: list[str] = field(default_factory=list)
+    compile_error: str | None = None
+
+    def input(self, x: Tensor) -> Tensor:
+        """Move a batch to the device and memory format the model expects."""
+        x = x.to(self.device, non_blocking=True)
+        if self.config.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The configuration's autocast region (a no-op for fp32)."""
+        if self.config.amp == "off":
+            yield
+            return
+        dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype):
+            yield
+
+    def run(self, x: Tensor) -> Tensor:
+        """Forward through the prepared model; on a compile failure, fall back to eager."""
+        try:
+            out: Tensor = self.model(x)
+            return out
+        except Exception as exc:
+            if self.model is self.eager_model or self.compile_error is not None:
+                raise
+            self.compile_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.warning("torch.compile failed, running eager instead: %s", self.compile_error)
+            self.notes.append(f"compile failed, fell back to eager: {self.compile_error}")
+            self.model = self.eager_model
+            fallback: Tensor = self.model(x)
+            return fallback
+
+
+def check(config: OptimizeConfig, device: torch.device) -> None:
+    """Refuse configurations that cannot work on ``device`` with a clear error."""
+    if config.amp == "fp16" and device.type == "cpu":
+        raise ConfigError(
+            "fp16 autocast is not available for training on CPU",
+            hint="use amp: bf16 on CPU (this machine's bf16 units), or fp16 on a CUDA device",
+            field="optimize.amp",
+        )
+
+
+def prepare(
+    model: nn.Module,
+    config: OptimizeConfig,
+    device: torch.device,
+    *,
+    training: bool = True,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+) -> Prepared:
+    """Apply ``config`` to ``model`` for ``device``; the result shares its parameters.
+
+    ``wrap`` (e.g. DistributedDataParallel) is applied after the graph-level changes and
+    before torch.compile, which is the order torch recommends.
+    """
+    check(config, device)
+    notes: list[str] = []
+    model = model.to(device)
+    if config.fused_conv_relu:
+        model = _fuse(model, device, notes)
+    if config.rewrites:
+        rewrite = rewrites.for_training if training else rewrites.for_inference
+        model, report = rewrite(model)
+        notes.append(str(report))
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if wrap is not None:
+        model = wrap(model)
+    eager = model
+    if config.cuda_graphs and device.type != "cuda":
+        notes.append("cuda_graphs declined: needs a CUDA device")
+    if config.compile != "off":
+        mode = config.compile
+        if config.cuda_graphs and device.type == "cuda" and mode == "default":
+            mode = "reduce-overhead"  # inductor's CUDA-graph mode
+        model = torch.compile(model, mode=mode)  # type: ignore[assignment]
+    return Prepared(model, eager, config, device, notes)
+
+
+def _fuse(model: nn.Module, device: torch.device, notes: list[str]) -> nn.Module:
+    from runtime.kernels import fuse_conv_relu
+
+    fused, report = fuse_conv_relu(model)
+    notes.append(str(report))
+    return fused
+
+
+def make_scaler(prepared: Prepared) -> torch.amp.GradScaler | None:
+    """A GradScaler when the configuration trains in fp16 (bf16 needs none)."""
+    if prepared.config.amp != "fp16":
+        return None
+    return torch.amp.GradScaler(prepared.device.type)
+
+
+class TrainStep:
+    """zero_grad → forward → loss → backward → step, under one prepared configuration."""
+
+    def __init__(self, prepared: Prepared, optimizer: torch.optim.Optimizer, loss_fn: LossFn):
+        self.prepared = prepared
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.scaler = make_scaler(prepared)
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        """One optimizer step on batch (x, y); returns the loss, detached."""
+        prepared = self.prepared
+        x = prepared.input(x)
+        y = y.to(prepared.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with prepared.autocast():
+            loss = self.loss_fn(prepared.run(x), y)
+        if self.scaler is not None:
+            torch.autograd.backward(self.scaler.scale(loss))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            torch.autograd.backward(loss)
+            self.optimizer.step()
+        return loss.detach()

@@ -1,0 +1,102 @@
+"""Exact rewrites: equal outputs (and, for training rewrites, equal gradients)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import cnnc
+from runtime.optimize import rewrites
+from tests.helpers import ROOT
+
+SPECS = ["lenet", "resnet20", "seed000_cnn", "seed002_cifar", "squeezenet"]
+SMALL_INPUT = {"squeezenet": (3, 64, 64)}
+
+
+class HandWritten(nn.Module):
+    """The seed 004 tutorial's class, with functional calls in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = x.view(-1, 16 * 5 * 5)
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+def _model(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    torch.manual_seed(0)
+    if name == "hand_written":
+        return HandWritten(), (3, 32, 32)
+    model = cnnc.build(ROOT / "specs" / f"{name}.yaml", input_shape=SMALL_INPUT.get(name))
+    return model, SMALL_INPUT.get(name, tuple(model.input_shape))
+
+
+@pytest.mark.parametrize("name", [*SPECS, "hand_written"])
+def test_training_rewrites_keep_outputs_and_gradients(name: str) -> None:
+    model, shape = _model(name)
+    reference = copy.deepcopy(model)
+    rewritten, report = rewrites.for_training(model)
+    if name in ("lenet", "seed000_cnn", "hand_written"):
+        assert report.applied.get("relu_after_maxpool", 0) >= 1
+    assert list(rewritten.state_dict()) == list(reference.state_dict())
+    x = torch.randn(4, *shape)
+    torch.manual_seed(1)
+    out = rewritten(x)
+    torch.manual_seed(1)
+    expected = reference(x)
+    torch.testing.assert_close(out, expected)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    grads = dict(rewritten.named_parameters())
+    for key, param in reference.named_parameters():
+        torch.testing.assert_close(grads[key].grad, param.grad, msg=key)
+
+
+@pytest.mark.parametrize("name", [*SPECS, "hand_written"])
+def test_inference_rewrites_keep_outputs(name: str) -> None:
+    model, shape = _model(name)
+    model.eval()
+    # give batchnorm non-trivial statistics so folding is really tested
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    reference = copy.deepcopy(model)
+    rewritten, report = rewrites.for_inference(model)
+    if name == "resnet20":
+        assert report.applied["fold_conv_bn"] == 21
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in rewritten.modules())
+    if name == "squeezenet":
+        assert report.applied["drop_dropout"] >= 1
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(x), reference(x), atol=1e-5, rtol=1e-4)
+
+
+def test_training_mode_model_is_not_folded() -> None:
+    model, _ = _model("resnet20")
+    same, report = rewrites.for_inference(model)
+    assert same is model and "training mode" in report.declined[0]
+
+
+def test_untraceable_model_is_declined_with_reason() -> None:
+    class DataDependent(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.sum() > 0 else -x
+
+    model = DataDependent()
+    same, report = rewrites.for_training(model)
+    assert same is model
+    assert report.declined[0].startswith("torch.fx cannot trace DataDependent")
