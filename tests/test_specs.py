@@ -13,6 +13,7 @@ import torch
 
 import cnnc
 from cnnc import codegen
+from cnnc.baselines import BASELINES
 from cnnc.schema import json_schema
 from cnnc.source import load
 from tests.helpers import ROOT, SPECS, import_path, real_shapes, spec_ids
@@ -116,3 +117,19 @@ def test_schema_rejects_an_unknown_top_level_key() -> None:
         jsonschema.validate(
             {"name": "x", "input": [3], "layers": ["relu"], "lyers": []}, json_schema()
         )
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_seed_baselines_are_the_same_networks(name: str) -> None:
+    path = next(p for p in SPECS if cnnc.compile_spec(p).spec.name == name)
+    built = cnnc.build(path)
+    baseline = BASELINES[name]()
+    assert [tuple(t.shape) for t in built.state_dict().values()] == [
+        tuple(t.shape) for t in baseline.state_dict().values()
+    ]
+    for (_, a), (_, b) in zip(
+        baseline.state_dict().items(), built.state_dict().items(), strict=True
+    ):
+        b.copy_(a)
+    x = torch.randn(3, *cnnc.compile_spec(path).graph.input_shape)
+    torch.testing.assert_close(built(x), baseline(x))

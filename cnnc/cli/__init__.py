@@ -6,7 +6,7 @@ bench, tune (performance). ``python -m cnnc`` runs the same app.
 
 from __future__ import annotations
 
-from cnnc.cli import compile_cmds, train_cmds  # noqa: F401  (registers the commands)
+from cnnc.cli import compile_cmds, perf_cmds, train_cmds  # noqa: F401  (registers commands)
 from cnnc.cli.app import app
 
 

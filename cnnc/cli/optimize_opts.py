@@ -39,6 +39,20 @@ ChannelsLastOpt = Annotated[
     bool | None, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format.")
 ]
 AmpOpt = Annotated[str | None, typer.Option("--amp", help="Autocast: off, bf16 or fp16.")]
+RewritesOpt = Annotated[
+    bool | None, typer.Option("--rewrites/--no-rewrites", help="Exact graph rewrites.")
+]
+CpuKernelsOpt = Annotated[
+    bool | None,
+    typer.Option("--cpu-kernels/--no-cpu-kernels", help="cnnc's fused C++ CPU kernels."),
+]
+FusedConvReluOpt = Annotated[
+    bool | None,
+    typer.Option("--fused-conv-relu/--no-fused-conv-relu", help="Triton conv+ReLU (CUDA)."),
+]
+CudaGraphsOpt = Annotated[
+    bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay as CUDA graphs.")
+]
 
 _COMPILE = ("off", "default", "reduce-overhead", "max-autotune")
 _AMP = ("off", "bf16", "fp16")
@@ -54,7 +68,9 @@ class Choice:
 
 def spec_key(compiled: Compiled) -> str:
     """A hash of what determines the network (layers, blocks, input), for the tune cache."""
-    spec = compiled.spec.model_dump(mode="json", include={"input", "layers", "blocks"})
+    spec = compiled.spec.model_dump(
+        mode="json", include={"input", "layers", "blocks"}, serialize_as_any=True
+    )
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

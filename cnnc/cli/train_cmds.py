@@ -19,8 +19,12 @@ from cnnc.cli.optimize_opts import (
     AmpOpt,
     ChannelsLastOpt,
     CompileOpt,
+    CpuKernelsOpt,
+    CudaGraphsOpt,
     DeviceOpt,
+    FusedConvReluOpt,
     OptimizeOpt,
+    RewritesOpt,
     resolve_optimize,
 )
 from cnnc.cli.runtime_errors import runtime_errors
@@ -76,13 +80,25 @@ def train(
     compile_mode: CompileOpt = None,
     channels_last: ChannelsLastOpt = None,
     amp: AmpOpt = None,
+    rewrites: RewritesOpt = None,
+    cpu_kernels: CpuKernelsOpt = None,
+    fused_conv_relu: FusedConvReluOpt = None,
+    cuda_graphs: CudaGraphsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train SPEC as its train: section says; writes runs/<name>/<n>/."""
     compiled = compile_spec(spec)
     with runtime_errors(compiled):
         config = train_config(compiled, epochs, batch_size)
-        flags = {"compile": compile_mode, "channels_last": channels_last, "amp": amp}
+        flags = {
+            "compile": compile_mode,
+            "channels_last": channels_last,
+            "amp": amp,
+            "rewrites": rewrites,
+            "cpu_kernels": cpu_kernels,
+            "fused_conv_relu": fused_conv_relu,
+            "cuda_graphs": cuda_graphs,
+        }
         choice = resolve_optimize(compiled, config.batch_size, device, optimize, flags)
         if choice.reason and is_main_process():
             stderr.print(f"optimize: {choice.reason}", markup=False)

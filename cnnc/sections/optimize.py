@@ -7,6 +7,7 @@ of numerics, so ``auto`` considers it only when ``precision`` allows it::
     optimize: auto                      # fp32 candidates only
     optimize: {auto: true, precision: [fp32, bf16]}
     optimize: {channels_last: true, amp: bf16, compile: default}
+    optimize: {rewrites: true, cpu_kernels: true}   # exact rewrites + cnnc's CPU kernels
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from runtime.optimize.config import OptimizeConfig
 
 Bool = Annotated[bool, Strict()]
 Precision = Literal["fp32", "bf16", "fp16"]
-FIXED = ("compile", "channels_last", "amp", "fused_conv_relu", "cuda_graphs", "rewrites")
+FIXED = (
+    "compile",
+    "channels_last",
+    "amp",
+    "fused_conv_relu",
+    "cuda_graphs",
+    "rewrites",
+    "cpu_kernels",
+)
 
 
 def _shorthand(value: Any) -> Any:
@@ -43,6 +52,7 @@ class OptimizeSection(BaseModel):
     fused_conv_relu: Bool = False
     cuda_graphs: Bool = False
     rewrites: Bool = False
+    cpu_kernels: Bool = False
 
     @model_validator(mode="after")
     def _auto_or_fixed(self) -> OptimizeSection:
@@ -65,6 +75,7 @@ class OptimizeSection(BaseModel):
             fused_conv_relu=self.fused_conv_relu,
             cuda_graphs=self.cuda_graphs,
             rewrites=self.rewrites,
+            cpu_kernels=self.cpu_kernels,
         )
 
     @property

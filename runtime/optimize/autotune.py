@@ -42,25 +42,45 @@ class TuneResult:
 def candidates(
     device: torch.device, allowed_amp: tuple[Amp, ...] = ("off",)
 ) -> list[OptimizeConfig]:
-    """The configurations worth timing on ``device`` (eager first)."""
-    base = [
+    """The configurations worth timing on ``device`` (eager first).
+
+    fp32 candidates always; each reduced precision in ``allowed_amp`` adds its own.
+    """
+    fp32 = [
         EAGER,
-        OptimizeConfig(rewrites=True),
         OptimizeConfig(channels_last=True),
         OptimizeConfig(rewrites=True, channels_last=True),
         OptimizeConfig(compile="default"),
         OptimizeConfig(compile="default", rewrites=True, channels_last=True),
     ]
+    if device.type == "cpu":
+        fp32 += [
+            OptimizeConfig(rewrites=True, cpu_kernels=True),
+            OptimizeConfig(rewrites=True, cpu_kernels=True, channels_last=True),
+        ]
     if device.type == "cuda":
-        base += [
+        fp32 += [
             OptimizeConfig(compile="default", cuda_graphs=True, channels_last=True),
             OptimizeConfig(fused_conv_relu=True, channels_last=True),
         ]
-    out = list(base)
+    out = list(fp32)
     for amp in allowed_amp:
         if amp == "off" or (amp == "fp16" and device.type != "cuda"):
             continue
-        out += [config.with_(amp=amp) for config in base if config.channels_last or config is EAGER]
+        out += [
+            OptimizeConfig(amp=amp),
+            OptimizeConfig(channels_last=True, amp=amp),
+            OptimizeConfig(compile="default", channels_last=True, amp=amp),
+        ]
+        if device.type == "cpu":
+            out += [
+                OptimizeConfig(rewrites=True, cpu_kernels=True, amp=amp),
+                OptimizeConfig(rewrites=True, cpu_kernels=True, channels_last=True, amp=amp),
+            ]
+        if device.type == "cuda":
+            out += [
+                OptimizeConfig(compile="default", cuda_graphs=True, channels_last=True, amp=amp)
+            ]
     return out
 
 

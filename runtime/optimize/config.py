@@ -21,6 +21,8 @@ class OptimizeConfig:
         cuda_graphs: replay the step as a CUDA graph (CUDA only).
         rewrites: exact graph rewrites (ReLU after max-pooling; for inference also dropout
             removal and conv+batchnorm folding).
+        cpu_kernels: cnnc's fused C++ CPU kernels: [ReLU +] 2x2 max-pooling (exact) and
+            BatchNorm2d [+ ReLU] (within floating-point tolerance). CPU only.
     """
 
     compile: CompileMode = "off"
@@ -29,6 +31,7 @@ class OptimizeConfig:
     fused_conv_relu: bool = False
     cuda_graphs: bool = False
     rewrites: bool = False
+    cpu_kernels: bool = False
 
     @property
     def name(self) -> str:
@@ -38,6 +41,8 @@ class OptimizeConfig:
             parts.append("rewrites")
         if self.fused_conv_relu:
             parts.append("fused")
+        if self.cpu_kernels:
+            parts.append("cpu_kernels")
         if self.channels_last:
             parts.append("channels_last")
         if self.amp != "off":

@@ -60,17 +60,32 @@ def trace(model: nn.Module, report: RewriteReport) -> fx.GraphModule | None:
         return None
 
 
-def for_training(model: nn.Module) -> tuple[nn.Module, RewriteReport]:
-    """The rewrites that are exact in training mode (outputs and gradients)."""
+def for_training(
+    model: nn.Module, *, exact: bool = True, cpu_kernels: bool = False
+) -> tuple[nn.Module, RewriteReport]:
+    """The rewrites for training mode.
+
+    Args:
+        model: any module; it is traced, not changed.
+        exact: ReLU after max-pooling (exact in outputs and gradients).
+        cpu_kernels: [ReLU +] 2x2 max-pooling (exact) and BatchNorm2d [+ ReLU] (equal within
+            floating-point tolerance) through cnnc's fused CPU kernels.
+    """
     report = RewriteReport()
     graph_module = trace(model, report)
     if graph_module is None:
         return model, report
-    report.add("relu_after_maxpool", relu_after_maxpool(graph_module))
+    if cpu_kernels:
+        report.add("fused_batchnorm", fuse_batchnorm(graph_module))
+        report.add("fused_relu_maxpool", fuse_relu_maxpool(graph_module))
+    if exact:
+        report.add("relu_after_maxpool", relu_after_maxpool(graph_module))
     return _finish(graph_module), report
 
 
-def for_inference(model: nn.Module) -> tuple[nn.Module, RewriteReport]:
+def for_inference(
+    model: nn.Module, *, exact: bool = True, cpu_kernels: bool = False
+) -> tuple[nn.Module, RewriteReport]:
     """All rewrites, for an eval-mode model (inference and export)."""
     report = RewriteReport()
     if model.training:
@@ -79,9 +94,14 @@ def for_inference(model: nn.Module) -> tuple[nn.Module, RewriteReport]:
     graph_module = trace(model, report)
     if graph_module is None:
         return model, report
-    report.add("drop_dropout", drop_dropout(graph_module))
-    report.add("fold_conv_bn", fold_conv_bn(graph_module))
-    report.add("relu_after_maxpool", relu_after_maxpool(graph_module))
+    if exact:
+        report.add("drop_dropout", drop_dropout(graph_module))
+        report.add("fold_conv_bn", fold_conv_bn(graph_module))
+    if cpu_kernels:
+        report.add("fused_batchnorm", fuse_batchnorm(graph_module))
+        report.add("fused_relu_maxpool", fuse_relu_maxpool(graph_module))
+    if exact:
+        report.add("relu_after_maxpool", relu_after_maxpool(graph_module))
     return _finish(graph_module), report
 
 
@@ -126,6 +146,94 @@ def relu_after_maxpool(graph_module: fx.GraphModule) -> int:
             moved = graph.call_function(torch.relu, (pool,))
         pool.replace_all_uses_with(moved, delete_user_cb=lambda user, new=moved: user is not new)
         graph.erase_node(relu)
+        count += 1
+    return count
+
+
+def _is_pool2x2(graph_module: fx.GraphModule, node: fx.Node) -> bool:
+    """A 2x2, stride-2, unpadded, floor-mode max-pooling without indices."""
+    if node.op == "call_function" and node.target is F.max_pool2d:
+        names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        given = dict(zip(names, node.args[1:], strict=False)) | dict(node.kwargs)
+        settings = (
+            given.get("kernel_size"),
+            given.get("stride"),
+            given.get("padding", 0),
+            given.get("dilation", 1),
+            given.get("ceil_mode", False),
+            given.get("return_indices", False),
+        )
+    else:
+        module = _module(graph_module, node)
+        if not isinstance(module, nn.MaxPool2d):
+            return False
+        settings = (
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.ceil_mode,
+            module.return_indices,
+        )
+    kernel, stride, padding, dilation, ceil_mode, indices = settings
+    return (
+        kernel in (2, (2, 2), [2, 2])
+        and stride in (None, 2, (2, 2), [2, 2], ())
+        and padding in (0, (0, 0), [0, 0])
+        and dilation in (1, (1, 1), [1, 1])
+        and not ceil_mode
+        and not indices
+    )
+
+
+def fuse_relu_maxpool(graph_module: fx.GraphModule) -> int:
+    """Replace 2x2 max-pooling, and a ReLU right before or after it, by the fused kernel."""
+    from runtime.kernels.pool import fused_maxpool2x2
+
+    graph = graph_module.graph
+    count = 0
+    for pool in list(graph.nodes):
+        if not _is_pool2x2(graph_module, pool) or not isinstance(pool.args[0], fx.Node):
+            continue
+        relu_before: fx.Node = pool.args[0]
+        before = _is_relu(graph_module, relu_before) and len(relu_before.users) == 1
+        users = list(pool.users)
+        after = not before and len(users) == 1 and _is_relu(graph_module, users[0])
+        source = relu_before.args[0] if before else relu_before
+        with graph.inserting_after(pool):
+            fused = graph.call_function(fused_maxpool2x2, (source, before or after))
+        if after:  # pool -> relu: the relu's users take the fused result
+            users[0].replace_all_uses_with(fused)
+            graph.erase_node(users[0])
+        else:
+            pool.replace_all_uses_with(fused)
+        graph.erase_node(pool)
+        if before:
+            graph.erase_node(relu_before)
+        count += 1
+    return count
+
+
+def fuse_batchnorm(graph_module: fx.GraphModule) -> int:
+    """Run every BatchNorm2d, and a ReLU right after it, through the fused kernel module.
+
+    The fused module takes the BatchNorm's place under the same name and shares its
+    Parameters and buffers, so the state_dict keeps its keys and values.
+    """
+    from runtime.kernels.batchnorm import FusedBatchNorm2d
+
+    graph = graph_module.graph
+    count = 0
+    for node in list(graph.nodes):
+        module = _module(graph_module, node)
+        if type(module) is not nn.BatchNorm2d or module._forward_hooks:
+            continue
+        users = list(node.users)
+        relu = len(users) == 1 and _is_relu(graph_module, users[0])
+        graph_module.add_submodule(str(node.target), FusedBatchNorm2d.from_module(module, relu))
+        if relu:
+            users[0].replace_all_uses_with(node)
+            graph.erase_node(users[0])
         count += 1
     return count
 

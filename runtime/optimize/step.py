@@ -100,9 +100,10 @@ def prepare(
     model = model.to(device)
     if config.fused_conv_relu:
         model = _fuse(model, device, notes)
-    if config.rewrites:
+    cpu_kernels = config.cpu_kernels and _cpu_kernels_ready(device, notes)
+    if config.rewrites or cpu_kernels:
         rewrite = rewrites.for_training if training else rewrites.for_inference
-        model, report = rewrite(model)
+        model, report = rewrite(model, exact=config.rewrites, cpu_kernels=cpu_kernels)
         notes.append(str(report))
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -117,6 +118,18 @@ def prepare(
             mode = "reduce-overhead"  # inductor's CUDA-graph mode
         model = torch.compile(model, mode=mode)  # type: ignore[assignment]
     return Prepared(model, eager, config, device, notes)
+
+
+def _cpu_kernels_ready(device: torch.device, notes: list[str]) -> bool:
+    if device.type != "cpu":
+        notes.append("cpu_kernels declined: cnnc's fused kernels are for CPU")
+        return False
+    from runtime.kernels import batchnorm, pool
+
+    if not (pool.kernel_available() and batchnorm.kernel_available()):
+        notes.append("cpu_kernels declined: the C++ kernels are not available (see the log)")
+        return False
+    return True
 
 
 def _fuse(model: nn.Module, device: torch.device, notes: list[str]) -> nn.Module:

@@ -1,0 +1,210 @@
+"""``cnnc_runtime::batch_norm_relu``: BatchNorm2d with an optional fused ReLU, a custom op.
+
+On CPU it runs ``cpu/batchnorm.cpp``: one statistics pass and one normalize(+ReLU) pass
+forward, one reduction pass and one write pass backward, AVX-512 over channels-last rows or
+NCHW planes. Elsewhere, or without the built kernel, it computes through ATen's
+``native_batch_norm``. Numerics match ATen within floating-point tolerance (statistics are
+summed in another order); running statistics are updated like nn.BatchNorm2d's.
+
+``FusedBatchNorm2d`` is an nn.BatchNorm2d that shares the original module's parameters and
+buffers (so state_dict keys and values are unchanged) and runs the op.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from runtime.kernels.cpu_ext import load
+
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def kernel_available() -> bool:
+    """True when the C++ kernel is built (and vectorized) for this CPU."""
+    module = load("batchnorm")
+    return module is not None and bool(module.vectorized())
+
+
+def _module_for(x: Tensor) -> object | None:
+    if x.device.type != "cpu" or x.dtype not in _DTYPES or x.dim() != 4:
+        return None
+    return load("batchnorm")
+
+
+@torch.library.custom_op("cnnc_runtime::batch_norm_relu", mutates_args=())
+def batch_norm_relu(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+    relu: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(output, batch mean, batch invstd, new running mean, new running var).
+
+    The op is functional (autograd needs that): the new running statistics are returned
+    (empty when there are none), and the caller stores them.
+    """
+    module = _module_for(x)
+    if module is not None:
+        y, mean, invstd, new_mean, new_var = module.forward(  # type: ignore[attr-defined]
+            x, weight, bias, running_mean, running_var, training, momentum, eps, relu
+        )
+        return y, mean, invstd, new_mean, new_var
+    new_mean = running_mean.clone() if running_mean is not None else x.new_empty(0)
+    new_var = running_var.clone() if running_var is not None else x.new_empty(0)
+    stats = (new_mean, new_var) if running_mean is not None else (None, None)
+    y, mean, invstd = torch.ops.aten.native_batch_norm(
+        x, weight, bias, stats[0], stats[1], training, momentum, eps
+    )
+    if not training and running_mean is not None and running_var is not None:
+        mean, invstd = running_mean.float(), (running_var.float() + eps).rsqrt()
+    return (F.relu(y) if relu else y), mean, invstd, new_mean, new_var
+
+
+@batch_norm_relu.register_fake
+def _(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+    relu: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    channels = x.shape[1]
+    stats = x.new_empty((channels,), dtype=torch.float32)
+    new_mean = torch.empty_like(running_mean) if running_mean is not None else x.new_empty(0)
+    new_var = torch.empty_like(running_var) if running_var is not None else x.new_empty(0)
+    return torch.empty_like(x), stats, torch.empty_like(stats), new_mean, new_var
+
+
+@torch.library.custom_op("cnnc_runtime::batch_norm_relu_backward", mutates_args=())
+def batch_norm_relu_backward(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    mean: Tensor,
+    invstd: Tensor,
+    relu: bool,
+    training: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad_input, grad_weight, grad_bias) of ``batch_norm_relu``; the ReLU mask is
+    recomputed from x, so the output need not be kept."""
+    module = _module_for(x)
+    if module is not None:
+        dx, dw, db = module.backward(  # type: ignore[attr-defined]
+            grad, x, weight, bias, mean, invstd, relu, training
+        )
+        return dx, dw, db
+    if relu:
+        scale = invstd * (weight.float() if weight is not None else 1.0)
+        shift = (bias.float() if bias is not None else 0.0) - mean * scale
+        pre = x.float() * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+        grad = torch.where(pre > 0, grad, 0)
+    dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+        grad, x, weight, None, None, mean, invstd, training, 0.0, [True, True, True]
+    )
+    if dw is None:
+        dw = torch.zeros_like(mean)
+        db = torch.zeros_like(mean)
+    return dx, dw.float(), db.float()
+
+
+@batch_norm_relu_backward.register_fake
+def _(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    mean: Tensor,
+    invstd: Tensor,
+    relu: bool,
+    training: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean)
+
+
+def _setup(
+    ctx: torch.autograd.function.FunctionCtx,
+    inputs: tuple[object, ...],
+    output: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+) -> None:
+    x, weight, bias = inputs[0], inputs[1], inputs[2]
+    ctx.save_for_backward(x, weight, bias, output[1], output[2])  # type: ignore[arg-type]
+    ctx.flags = (inputs[8], inputs[5], bias is not None)  # type: ignore[attr-defined]
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _backward(
+    ctx: torch.autograd.function.FunctionCtx, grad: Tensor, *_: object
+) -> tuple[Tensor | None, ...]:
+    x, weight, bias, mean, invstd = ctx.saved_tensors  # type: ignore[attr-defined]
+    relu, training, has_bias = ctx.flags  # type: ignore[attr-defined]
+    dx, dw, db = batch_norm_relu_backward(grad, x, weight, bias, mean, invstd, relu, training)
+    grad_weight = dw.to(weight.dtype) if weight is not None else None
+    grad_bias = db.to(weight.dtype) if has_bias and weight is not None else None
+    return dx, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+batch_norm_relu.register_autograd(_backward, setup_context=_setup)
+
+
+class FusedBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d (+ ReLU) running the fused op; shares the wrapped module's tensors."""
+
+    relu: bool
+
+    @classmethod
+    def from_module(cls, bn: nn.BatchNorm2d, relu: bool) -> FusedBatchNorm2d:
+        """The fused module over ``bn``'s own Parameters and buffers (same state_dict)."""
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        fused.num_features, fused.eps, fused.momentum = bn.num_features, bn.eps, bn.momentum
+        fused.affine, fused.track_running_stats = bn.affine, bn.track_running_stats
+        fused.weight, fused.bias = bn.weight, bn.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            fused.register_buffer(name, getattr(bn, name))
+        fused.relu = relu
+        fused.train(bn.training)
+        return fused
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            out = super().forward(x)
+            return F.relu(out) if self.relu else out
+        use_batch_stats = self.training or not self.track_running_stats
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked)
+        y, _, _, new_mean, new_var = batch_norm_relu(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            use_batch_stats,
+            momentum,
+            self.eps,
+            self.relu,
+        )
+        if self.training and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                self.running_mean.copy_(new_mean)
+                self.running_var.copy_(new_var)
+        result: Tensor = y
+        return result
+
+    def extra_repr(self) -> str:
+        base: str = super().extra_repr()  # type: ignore[no-untyped-call]
+        return f"{base}, relu={self.relu}"

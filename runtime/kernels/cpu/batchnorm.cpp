@@ -1,0 +1,453 @@
+// BatchNorm2d (+ ReLU) for CPU, training and eval, forward and backward.
+//
+// Why: batch norm and its ReLU are memory-bound, and ATen runs them as separate passes
+// (statistics, normalize, ReLU; and in the backward the ReLU mask, two reductions and the
+// input gradient). Here the forward is one statistics pass and one normalize+ReLU pass; the
+// backward is one reduction pass and one write pass, recomputing the ReLU mask from x instead
+// of reading the saved output.
+//
+// Streams: every pass walks contiguous memory. Channels-last rows make the channel pattern
+// periodic with period C, so per-channel constants are laid out once per lcm(C, 16) elements
+// ("phases" of 16 lanes) and the loop is a flat stream of vectors; an NCHW plane is a run of
+// one channel (constants broadcast).
+//
+// Numerics: sums accumulate in fp32 over blocks and in fp64 across blocks; the variance is
+// E[x^2] - E[x]^2 in fp64; one fused multiply-add per element. Results match ATen within
+// floating-point tolerance, not bit for bit. Running statistics follow nn.BatchNorm2d
+// (unbiased batch variance; the caller passes momentum 1/n for momentum=None).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define CNNC_AVX512 1
+#include <immintrin.h>
+#endif
+
+namespace {
+
+constexpr int64_t kLanes = 16;
+constexpr int64_t kBlockPeriods = 64;  // periods summed in fp32 before joining fp64 totals
+
+template <typename T>
+constexpr bool kVector = !std::is_same_v<T, double>;
+
+// Per-element constants of one stream, repeated every `period` elements.
+struct Layout {
+  int64_t period;              // lcm(channels per period, 16) elements
+  std::vector<int64_t> chan;   // channel of each element of a period
+};
+
+Layout layout(int64_t C, bool channels_last) {
+  Layout l;
+  const int64_t c = channels_last ? C : 1;
+  l.period = std::lcm(c, kLanes);
+  l.chan.resize(l.period);
+  for (int64_t e = 0; e < l.period; ++e) l.chan[e] = e % c;
+  return l;
+}
+
+// `values[channel]` spread over one period (for NCHW, `offset` picks the plane's channel).
+std::vector<float> spread(const Layout& l, const std::vector<float>& values, int64_t offset) {
+  std::vector<float> out(l.period);
+  for (int64_t e = 0; e < l.period; ++e) out[e] = values[offset + l.chan[e]];
+  return out;
+}
+
+#ifdef CNNC_AVX512
+inline __m512 load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load(const c10::BFloat16* p, __mmask16 m) {
+  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline __m512 load(const c10::Half* p, __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+inline void store(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+inline void store(c10::BFloat16* p, __m512 v, __mmask16 m) {
+  // round to nearest even, as c10::BFloat16 does; NaN stays NaN
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  const __m512i out = _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC00000));
+  _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(out, 16)));
+}
+inline void store(c10::Half* p, __m512 v, __mmask16 m) {
+  _mm256_mask_storeu_epi16(p, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+inline __mmask16 lanes(int64_t n) {
+  return n >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+#endif
+
+// What one pass computes per element: the forward's normalize(+ReLU), or the backward's
+// masked gradient g = dy * [a_f x + b_f > 0] and its sums / input gradient.
+struct Consts {
+  const float* a;   // forward scale  (w * invstd), per element of a period
+  const float* b;   // forward shift  (bias - mean * w * invstd)
+  const float* ga;  // backward: dx = ga * g + gk * x + gd
+  const float* gk;
+  const float* gd;
+};
+
+// ---- sums: s1 += v, s2 += v * x over a stream, v = x (forward) or the masked gradient g -------
+
+#ifdef CNNC_AVX512
+// The full periods of a stream with P phases held in registers.
+template <typename T, bool Backward, int P>
+int64_t sums_registers(const T* x, const T* dy, int64_t len, const Consts& k, bool relu,
+                       float* s1, float* s2) {
+  __m512 acc1[P], acc2[P], a[P], b[P];
+  for (int q = 0; q < P; ++q) {
+    acc1[q] = _mm512_setzero_ps();
+    acc2[q] = _mm512_setzero_ps();
+    if constexpr (Backward) {
+      a[q] = _mm512_loadu_ps(k.a + q * kLanes);
+      b[q] = _mm512_loadu_ps(k.b + q * kLanes);
+    }
+  }
+  const int64_t period = P * kLanes;
+  int64_t i = 0;
+  for (; i + period <= len; i += period) {
+    for (int q = 0; q < P; ++q) {
+      const __m512 xv = load(x + i + q * kLanes, 0xFFFF);
+      __m512 v = xv;
+      if constexpr (Backward) {
+        v = load(dy + i + q * kLanes, 0xFFFF);
+        if (relu) {
+          const __m512 pre = _mm512_fmadd_ps(a[q], xv, b[q]);
+          v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+        }
+      }
+      acc1[q] = _mm512_add_ps(acc1[q], v);
+      acc2[q] = _mm512_fmadd_ps(v, xv, acc2[q]);
+    }
+  }
+  for (int q = 0; q < P; ++q) {
+    _mm512_storeu_ps(s1 + q * kLanes, _mm512_add_ps(_mm512_loadu_ps(s1 + q * kLanes), acc1[q]));
+    _mm512_storeu_ps(s2 + q * kLanes, _mm512_add_ps(_mm512_loadu_ps(s2 + q * kLanes), acc2[q]));
+  }
+  return i;
+}
+#endif
+
+template <typename T, bool Backward>
+void stream_sums(const T* x, const T* dy, int64_t len, const Layout& l, const Consts& k,
+                 bool relu, float* s1, float* s2) {
+  int64_t i = 0;
+#ifdef CNNC_AVX512
+  if constexpr (kVector<T>) {
+    switch (l.period / kLanes) {
+      case 1: i = sums_registers<T, Backward, 1>(x, dy, len, k, relu, s1, s2); break;
+      case 2: i = sums_registers<T, Backward, 2>(x, dy, len, k, relu, s1, s2); break;
+      case 3: i = sums_registers<T, Backward, 3>(x, dy, len, k, relu, s1, s2); break;
+      case 4: i = sums_registers<T, Backward, 4>(x, dy, len, k, relu, s1, s2); break;
+      default:
+        for (; i + l.period <= len; i += l.period) {
+          for (int64_t q = 0; q < l.period; q += kLanes) {
+            const __m512 xv = load(x + i + q, 0xFFFF);
+            __m512 v = xv;
+            if constexpr (Backward) {
+              v = load(dy + i + q, 0xFFFF);
+              if (relu) {
+                const __m512 pre = _mm512_fmadd_ps(_mm512_loadu_ps(k.a + q), xv, _mm512_loadu_ps(k.b + q));
+                v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+              }
+            }
+            _mm512_storeu_ps(s1 + q, _mm512_add_ps(_mm512_loadu_ps(s1 + q), v));
+            _mm512_storeu_ps(s2 + q, _mm512_fmadd_ps(v, xv, _mm512_loadu_ps(s2 + q)));
+          }
+        }
+    }
+  }
+#endif
+  for (; i < len; ++i) {
+    const int64_t e = i % l.period;
+    const float xv = static_cast<float>(x[i]);
+    float v = xv;
+    if constexpr (Backward) {
+      v = static_cast<float>(dy[i]);
+      if (relu && !(std::fma(k.a[e], xv, k.b[e]) > 0.f)) v = 0.f;
+    }
+    s1[e] += v;
+    s2[e] += v * xv;
+  }
+}
+
+// ---- apply: y = relu?(a x + b) (forward) or dx = ga g + gk x + gd (backward) ----------------
+
+template <typename T, bool Backward>
+void stream_apply(const T* x, const T* dy, T* out, int64_t len, const Layout& l, const Consts& k,
+                  bool relu) {
+  int64_t i = 0;
+#ifdef CNNC_AVX512
+  if constexpr (kVector<T>) {
+    for (; i < len; i += l.period) {
+      for (int64_t q = 0; q < l.period && i + q < len; q += kLanes) {
+        const __mmask16 m = lanes(len - i - q);
+        const __m512 xv = load(x + i + q, m);
+        const __m512 a = _mm512_loadu_ps(k.a + q), b = _mm512_loadu_ps(k.b + q);
+        __m512 v;
+        if constexpr (Backward) {
+          __m512 g = load(dy + i + q, m);
+          if (relu) {
+            const __m512 pre = _mm512_fmadd_ps(a, xv, b);
+            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), g);
+          }
+          v = _mm512_fmadd_ps(_mm512_loadu_ps(k.ga + q), g,
+                              _mm512_fmadd_ps(_mm512_loadu_ps(k.gk + q), xv, _mm512_loadu_ps(k.gd + q)));
+        } else {
+          v = _mm512_fmadd_ps(a, xv, b);
+          if (relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // NaN propagates, like torch
+        }
+        store(out + i + q, v, m);
+      }
+    }
+    return;
+  }
+#endif
+  for (; i < len; ++i) {
+    const int64_t e = i % l.period;
+    const float xv = static_cast<float>(x[i]);
+    float v;
+    if constexpr (Backward) {
+      float g = static_cast<float>(dy[i]);
+      if (relu && !(std::fma(k.a[e], xv, k.b[e]) > 0.f)) g = 0.f;
+      v = std::fma(k.ga[e], g, std::fma(k.gk[e], xv, k.gd[e]));
+    } else {
+      v = std::fma(k.a[e], xv, k.b[e]);
+      if (relu) v = v > 0.f ? v : (v != v ? v : 0.f);
+    }
+    out[i] = static_cast<T>(v);
+  }
+}
+
+// Constants of a pass, spread over a period (for NCHW, one set per channel).
+struct PassConsts {
+  std::vector<std::vector<float>> a, b, ga, gk, gd;  // [set][element of period]
+  Consts at(int64_t set) const {
+    auto pick = [&](const std::vector<std::vector<float>>& v) {
+      return v.empty() ? nullptr : v[set].data();
+    };
+    return {pick(a), pick(b), pick(ga), pick(gk), pick(gd)};
+  }
+};
+
+PassConsts spread_all(const Layout& l, bool channels_last, int64_t C,
+                      const std::vector<std::vector<float>*>& values) {
+  PassConsts out;
+  std::vector<std::vector<std::vector<float>>*> slots = {&out.a, &out.b, &out.ga, &out.gk, &out.gd};
+  const int64_t sets = channels_last ? 1 : C;
+  for (size_t v = 0; v < values.size(); ++v) {
+    for (int64_t s = 0; s < sets; ++s) slots[v]->push_back(spread(l, *values[v], s));
+  }
+  return out;
+}
+
+// A tensor as streams: channels-last is one stream of N*H*W*C elements (split across threads
+// at period boundaries); NCHW is N*C streams (planes) of H*W elements, plane p = channel p % C.
+struct Streams {
+  bool channels_last;
+  int64_t count, length, C;
+  int64_t set(int64_t s) const { return channels_last ? 0 : s % C; }
+};
+
+// Per-channel fp64 sums over all streams.
+template <typename T, bool Backward>
+void reduce(const T* x, const T* dy, const Streams& st, const Layout& l, const PassConsts& pc,
+            bool relu, std::vector<double>& t1, std::vector<double>& t2) {
+  const int threads = at::get_num_threads();
+  std::vector<double> p1(static_cast<size_t>(threads) * st.C, 0.0), p2(p1.size(), 0.0);
+  const int64_t chunk = st.channels_last ? l.period * kBlockPeriods : st.length;
+  const int64_t chunks = st.channels_last ? (st.length + chunk - 1) / chunk : st.count;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    const int tid = at::get_thread_num();
+    std::vector<float> s1(l.period), s2(l.period);
+    for (int64_t j = begin; j < end; ++j) {
+      std::fill(s1.begin(), s1.end(), 0.f);
+      std::fill(s2.begin(), s2.end(), 0.f);
+      const int64_t start = st.channels_last ? j * chunk : j * st.length;
+      const int64_t len = st.channels_last ? std::min(chunk, st.length - start) : st.length;
+      const int64_t set = st.set(j);
+      stream_sums<T, Backward>(x + start, dy ? dy + start : nullptr, len, l, pc.at(set), relu,
+                               s1.data(), s2.data());
+      for (int64_t e = 0; e < l.period; ++e) {
+        const int64_t c = st.channels_last ? l.chan[e] : set;
+        p1[tid * st.C + c] += s1[e];
+        p2[tid * st.C + c] += s2[e];
+      }
+    }
+  });
+  t1.assign(st.C, 0.0);
+  t2.assign(st.C, 0.0);
+  for (int t = 0; t < threads; ++t) {
+    for (int64_t c = 0; c < st.C; ++c) {
+      t1[c] += p1[t * st.C + c];
+      t2[c] += p2[t * st.C + c];
+    }
+  }
+}
+
+template <typename T, bool Backward>
+void apply(const T* x, const T* dy, T* out, const Streams& st, const Layout& l,
+           const PassConsts& pc, bool relu) {
+  const int64_t chunk = st.channels_last ? l.period * kBlockPeriods : st.length;
+  const int64_t chunks = st.channels_last ? (st.length + chunk - 1) / chunk : st.count;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t start = st.channels_last ? j * chunk : j * st.length;
+      const int64_t len = st.channels_last ? std::min(chunk, st.length - start) : st.length;
+      stream_apply<T, Backward>(x + start, dy ? dy + start : nullptr, out + start, len, l,
+                                pc.at(st.set(j)), relu);
+    }
+  });
+}
+
+bool is_channels_last(const at::Tensor& t) {
+  return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+Streams streams_of(const at::Tensor& x) {
+  const bool cl = is_channels_last(x);
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  return cl ? Streams{true, 1, N * HW * C, C} : Streams{false, N * C, HW, C};
+}
+
+float param(const c10::optional<at::Tensor>& t, int64_t c, float otherwise) {
+  return t && t->defined() ? t->data_ptr<float>()[c] : otherwise;
+}
+
+}  // namespace
+
+// Training or eval forward: (y, mean, invstd, new running mean, new running var). The op is
+// functional: running statistics are read, and their updated values returned.
+std::vector<at::Tensor> bn_forward(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
+                                   const c10::optional<at::Tensor>& bias,
+                                   const c10::optional<at::Tensor>& running_mean,
+                                   const c10::optional<at::Tensor>& running_var, bool training,
+                                   double momentum, double eps, bool relu) {
+  TORCH_CHECK(input.dim() == 4 && input.device().is_cpu(), "batch_norm_relu: 4-D CPU input");
+  const bool cl = is_channels_last(input);
+  const at::Tensor x = input.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  const Streams st = streams_of(x);
+  const int64_t C = st.C, M = x.numel() / C;
+  const Layout l = layout(C, cl);
+  const bool has_running = running_mean && running_mean->defined();
+  std::vector<double> mean(C), var(C);
+  at::Tensor new_mean = has_running ? running_mean->clone() : at::empty({0}, x.options().dtype(at::kFloat));
+  at::Tensor new_var = has_running ? running_var->clone() : at::empty({0}, x.options().dtype(at::kFloat));
+  if (training) {
+    std::vector<double> s1, s2;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_stats", [&] {
+      reduce<scalar_t, false>(x.const_data_ptr<scalar_t>(), nullptr, st, l, PassConsts{}, false, s1, s2);
+    });
+    const double unbias = M > 1 ? static_cast<double>(M) / (M - 1) : 1.0;
+    for (int64_t c = 0; c < C; ++c) {
+      mean[c] = s1[c] / M;
+      var[c] = std::max(0.0, s2[c] / M - mean[c] * mean[c]);
+      if (has_running) {
+        float* rm = new_mean.data_ptr<float>();
+        float* rv = new_var.data_ptr<float>();
+        rm[c] = static_cast<float>((1 - momentum) * rm[c] + momentum * mean[c]);
+        rv[c] = static_cast<float>((1 - momentum) * rv[c] + momentum * var[c] * unbias);
+      }
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      mean[c] = running_mean->data_ptr<float>()[c];
+      var[c] = running_var->data_ptr<float>()[c];
+    }
+  }
+  at::Tensor save_mean = at::empty({C}, x.options().dtype(at::kFloat));
+  at::Tensor save_invstd = at::empty({C}, x.options().dtype(at::kFloat));
+  std::vector<float> a(C), b(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const double invstd = 1.0 / std::sqrt(var[c] + eps);
+    const double w = param(weight, c, 1.f);
+    a[c] = static_cast<float>(w * invstd);
+    b[c] = static_cast<float>(param(bias, c, 0.f) - mean[c] * w * invstd);
+    save_mean.data_ptr<float>()[c] = static_cast<float>(mean[c]);
+    save_invstd.data_ptr<float>()[c] = static_cast<float>(invstd);
+  }
+  const PassConsts pc = spread_all(l, cl, C, {&a, &b});
+  at::Tensor y = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_apply", [&] {
+    apply<scalar_t, false>(x.const_data_ptr<scalar_t>(), nullptr, y.mutable_data_ptr<scalar_t>(),
+                           st, l, pc, relu);
+  });
+  return {y, save_mean, save_invstd, new_mean, new_var};
+}
+
+// Backward of batch norm (+ ReLU): (grad_input, grad_weight, grad_bias), the last two fp32.
+// The ReLU mask is recomputed from x, weight, bias and the saved statistics.
+std::vector<at::Tensor> bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
+                                    const c10::optional<at::Tensor>& weight,
+                                    const c10::optional<at::Tensor>& bias,
+                                    const at::Tensor& save_mean, const at::Tensor& save_invstd,
+                                    bool relu, bool training) {
+  const bool cl = is_channels_last(input);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor x = input.contiguous(fmt);
+  const at::Tensor dy = grad_out.to(x.scalar_type()).contiguous(fmt);
+  const Streams st = streams_of(x);
+  const int64_t C = st.C, M = x.numel() / C;
+  const Layout l = layout(C, cl);
+  const float* mean = save_mean.const_data_ptr<float>();
+  const float* invstd = save_invstd.const_data_ptr<float>();
+  std::vector<float> a(C), b(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const float w = param(weight, c, 1.f);
+    a[c] = w * invstd[c];
+    b[c] = param(bias, c, 0.f) - mean[c] * w * invstd[c];
+  }
+  std::vector<double> s_dy, s_dyx;
+  const PassConsts mask = spread_all(l, cl, C, {&a, &b});
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_bwd_sums", [&] {
+    reduce<scalar_t, true>(x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(), st, l,
+                           mask, relu, s_dy, s_dyx);
+  });
+  at::Tensor grad_weight = at::empty({C}, x.options().dtype(at::kFloat));
+  at::Tensor grad_bias = at::empty({C}, x.options().dtype(at::kFloat));
+  std::vector<float> ga(C), gk(C), gd(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const double w = param(weight, c, 1.f);
+    const double db = s_dy[c];
+    const double dw = (s_dyx[c] - mean[c] * db) * invstd[c];  // sum(g * xhat)
+    grad_weight.data_ptr<float>()[c] = static_cast<float>(dw);
+    grad_bias.data_ptr<float>()[c] = static_cast<float>(db);
+    const double ac = w * invstd[c];
+    // training: dx = ac g - ac db / M - (ac invstd dw / M) (x - mean); eval: dx = ac g
+    const double kc = training ? -ac * invstd[c] * dw / M : 0.0;
+    ga[c] = static_cast<float>(ac);
+    gk[c] = static_cast<float>(kc);
+    gd[c] = static_cast<float>(training ? -ac * db / M - kc * mean[c] : 0.0);
+  }
+  const PassConsts pc = spread_all(l, cl, C, {&a, &b, &ga, &gk, &gd});
+  at::Tensor dx = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_bwd_apply", [&] {
+    apply<scalar_t, true>(x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
+                          dx.mutable_data_ptr<scalar_t>(), st, l, pc, relu);
+  });
+  return {dx, grad_weight, grad_bias};
+}
+
+bool bn_vectorized() {
+#ifdef CNNC_AVX512
+  return true;
+#else
+  return false;
+#endif
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &bn_forward, "batch norm (+ReLU): (y, mean, invstd, running mean, running var)");
+  m.def("backward", &bn_backward, "its backward: (grad_input, grad_weight, grad_bias)");
+  m.def("vectorized", &bn_vectorized, "True when built with AVX-512");
+}

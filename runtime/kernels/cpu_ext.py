@@ -1,0 +1,62 @@
+"""Building and loading cnnc's C++ CPU kernels (``runtime/kernels/cpu/*.cpp``).
+
+The sources are compiled on first use with torch's own extension builder (the same C++
+toolchain torch.compile's CPU backend needs) and cached by torch under
+``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later processes load
+them in milliseconds. AVX-512 code is compiled in only when this CPU has AVX-512; without it
+the kernels run their scalar path. If nothing can be built (no compiler), the loader says
+why once and returns None, and every user of a kernel falls back to ATen.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from types import ModuleType
+
+log = logging.getLogger("runtime.kernels")
+
+SOURCES = Path(__file__).resolve().parent / "cpu"
+_AVX512 = ("avx512f", "avx512bw", "avx512vl")
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this CPU (empty when /proc/cpuinfo is unavailable)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def compile_flags() -> list[str]:
+    """-O3 and OpenMP, plus AVX-512 when every instruction the kernels use is present."""
+    flags = ["-O3", "-fopenmp"]
+    if all(flag in cpu_flags() for flag in _AVX512):
+        flags += [f"-m{flag}" for flag in _AVX512]
+    return flags
+
+
+@functools.cache
+def load(name: str) -> ModuleType | None:
+    """The compiled extension ``cpu/<name>.cpp``, or None (with a logged reason)."""
+    from torch.utils import cpp_extension
+
+    source = SOURCES / f"{name}.cpp"
+    try:
+        module: ModuleType = cpp_extension.load(
+            name=f"cnnc_{name}",
+            sources=[str(source)],
+            extra_cflags=compile_flags(),
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as exc:  # a missing compiler or ninja surfaces as many error types
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        log.warning("cnnc's CPU kernel %s is unavailable, using ATen instead: %s", name, reason)
+        return None
+    return module

@@ -1,0 +1,155 @@
+"""cnnc's C++ CPU kernels against ATen: fused [ReLU +] 2x2 max-pooling (exact, bit for bit)
+and BatchNorm2d [+ ReLU] (within tolerance), their ATen fallbacks, and torch.library checks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.kernels import batchnorm, pool
+from runtime.kernels.batchnorm import FusedBatchNorm2d, batch_norm_relu
+from runtime.kernels.pool import fused_maxpool2x2, maxpool2x2
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+SHAPES = [(4, 6, 28, 28), (3, 16, 10, 10), (2, 3, 5, 9), (2, 20, 3, 34), (1, 33, 4, 6)]
+
+
+def _input(shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    torch.manual_seed(0)
+    x = torch.randn(*shape).to(dtype)
+    flat = x.view(-1)
+    n = (flat.numel() - 1) // 7
+    flat[0 : 7 * n : 7] = flat[1 : 7 * n + 1 : 7].clone()  # ties inside windows
+    flat[5] = float("nan")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_()
+
+
+def test_kernels_are_built_here() -> None:
+    # This machine has AVX-512 and a compiler; elsewhere the ops fall back (tested below).
+    assert pool.kernel_available() and batchnorm.kernel_available()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("relu", ["none", "before", "after"])
+def test_pool_is_bit_exact(
+    shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool, relu: str
+) -> None:
+    x = _input(shape, dtype, channels_last)
+    reference = {
+        "none": lambda t: F.max_pool2d(t, 2),
+        "before": lambda t: F.max_pool2d(F.relu(t), 2),
+        "after": lambda t: F.relu(F.max_pool2d(t, 2)),
+    }[relu](x)
+    out = fused_maxpool2x2(x, relu != "none")
+    assert torch.equal(out.nan_to_num(), reference.nan_to_num())
+    assert out.isnan().equal(reference.isnan())
+    grad = torch.randn_like(reference)
+    (expected,) = torch.autograd.grad(reference, x, grad)
+    (got,) = torch.autograd.grad(out, x, grad)
+    assert torch.equal(got, expected)
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last or shape[1] == 1
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_pool_aten_fallback_is_exact(relu: bool) -> None:
+    x = _input((2, 3, 7, 9), torch.float32, False).detach()
+    y, index = pool._aten_forward(x, relu)
+    kernel_y, kernel_index = maxpool2x2(x, relu)
+    assert torch.equal(y.nan_to_num(), kernel_y.nan_to_num()) and torch.equal(index, kernel_index)
+    grad = torch.randn_like(y)
+    assert torch.equal(
+        pool._aten_backward(grad, index, 7, 9), pool.maxpool2x2_backward(grad, index, 7, 9)
+    )
+
+
+def test_pool_op_passes_opcheck() -> None:
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    torch.library.opcheck(maxpool2x2, (x, True))
+    torch.library.opcheck(
+        maxpool2x2, (x.detach().contiguous(memory_format=torch.channels_last), False)
+    )
+
+
+def test_pool_compiles_without_graph_breaks() -> None:
+    def f(t: torch.Tensor) -> torch.Tensor:
+        return fused_maxpool2x2(t * 2, True).sum()
+
+    x = torch.randn(2, 3, 8, 8)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), f(x))
+
+
+def _bn_pair(channels: int, training: bool, relu: bool) -> tuple[nn.Module, FusedBatchNorm2d]:
+    torch.manual_seed(1)
+    bn = nn.BatchNorm2d(channels)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    bn.running_mean.uniform_(-0.2, 0.2)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.train(training)
+    return copy.deepcopy(bn), FusedBatchNorm2d.from_module(copy.deepcopy(bn), relu)
+
+
+@pytest.mark.parametrize("shape", [(8, 16, 12, 12), (4, 32, 7, 7), (3, 6, 5, 9), (2, 24, 4, 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_matches_aten(
+    shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool, relu: bool, training: bool
+) -> None:
+    reference, fused = _bn_pair(shape[1], training, relu)
+    x = (torch.randn(*shape) * 2 + 0.5).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    expected = reference(x1)
+    expected = F.relu(expected) if relu else expected
+    out = fused(x2)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    out.backward(grad.to(out.dtype))
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
+    torch.testing.assert_close(out.float(), expected.float(), **tol)
+    torch.testing.assert_close(x2.grad.float(), x1.grad.float(), **tol)  # type: ignore[union-attr]
+    wtol = {"atol": 1e-3, "rtol": 1e-3} if dtype == torch.float32 else {"atol": 5e-2, "rtol": 2e-2}
+    torch.testing.assert_close(fused.weight.grad, reference.weight.grad, **wtol)
+    torch.testing.assert_close(fused.bias.grad, reference.bias.grad, **wtol)
+    torch.testing.assert_close(fused.running_mean, reference.running_mean)
+    torch.testing.assert_close(fused.running_var, reference.running_var)
+    assert int(fused.num_batches_tracked) == int(reference.num_batches_tracked)
+
+
+def test_batchnorm_momentum_none_is_a_cumulative_average() -> None:
+    reference, fused = _bn_pair(4, True, False)
+    reference.momentum = fused.momentum = None
+    for _ in range(3):
+        x = torch.randn(5, 4, 3, 3)
+        reference(x)
+        fused(x)
+    torch.testing.assert_close(fused.running_mean, reference.running_mean)
+    torch.testing.assert_close(fused.running_var, reference.running_var)
+
+
+def test_batchnorm_shares_the_original_tensors() -> None:
+    bn = nn.BatchNorm2d(8)
+    fused = FusedBatchNorm2d.from_module(bn, relu=True)
+    assert fused.weight is bn.weight and fused.running_mean is bn.running_mean
+    assert list(fused.state_dict()) == list(bn.state_dict())
+
+
+def test_batchnorm_op_passes_opcheck() -> None:
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    w = torch.rand(3, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    torch.library.opcheck(
+        batch_norm_relu, (x, w, b, torch.zeros(3), torch.ones(3), True, 0.1, 1e-5, True)
+    )
