@@ -134,7 +134,12 @@ def _runner(
 def measure(
     work: Workload, variants: Sequence[Variant], schedule: Schedule = Schedule()
 ) -> list[Measurement]:
-    """Time every variant on the same batch, interleaved; ratios against ``eager``."""
+    """Time every variant on the same batch, interleaved; ratios against ``eager``.
+
+    Dynamo's in-memory caches are reset first, so each compiled variant's first call pays
+    its own compile (inductor's on-disk cache, when set, still applies and is reported so).
+    """
+    torch._dynamo.reset()
     x, y = _batch(work)
     runners, warmups, firsts, preps = [], [], [], []
     for variant in variants:

@@ -64,12 +64,25 @@ class Prepared:
         except Exception as exc:
             if self.model is self.eager_model or self.compile_error is not None:
                 raise
-            self.compile_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.compile_error = _describe(exc)
             log.warning("torch.compile failed, running eager instead: %s", self.compile_error)
             self.notes.append(f"compile failed, fell back to eager: {self.compile_error}")
             self.model = self.eager_model
             fallback: Tensor = self.model(x)
             return fallback
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's type and its root cause (compile errors wrap the real one)."""
+    root: BaseException = exc
+    while True:
+        inner = getattr(root, "inner_exception", None) or root.__cause__ or root.__context__
+        if not isinstance(inner, BaseException) or inner is root:
+            break
+        root = inner
+    text = str(root).strip().splitlines()
+    detail = f"{type(root).__name__}: {text[0]}" if text else type(root).__name__
+    return detail if root is exc else f"{type(exc).__name__} ({detail})"
 
 
 def check(config: OptimizeConfig, device: torch.device) -> None:

@@ -1,0 +1,146 @@
+"""Optimization configurations: equal results where exact, clear errors, compile fallback,
+and auto's never-slower rule."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import cnnc
+from runtime.benchmark import Measurement, Schedule, Workload
+from runtime.errors import ConfigError
+from runtime.optimize import autotune
+from runtime.optimize.config import EAGER, OptimizeConfig
+from runtime.optimize.step import Prepared, TrainStep, prepare
+from tests.helpers import ROOT
+
+CPU = torch.device("cpu")
+EXACT = [
+    OptimizeConfig(rewrites=True),
+    OptimizeConfig(cpu_kernels=True),
+    OptimizeConfig(rewrites=True, cpu_kernels=True, channels_last=True),
+]
+
+
+def _lenet() -> nn.Module:
+    torch.manual_seed(0)
+    return cnnc.build(ROOT / "specs" / "lenet.yaml")
+
+
+@pytest.mark.parametrize("config", EXACT, ids=lambda c: c.name)
+def test_exact_configs_train_like_eager(config: OptimizeConfig) -> None:
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    losses = []
+    for chosen in (EAGER, config):
+        model = _lenet()
+        prepared = prepare(model, chosen, CPU)
+        step = TrainStep(prepared, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
+        losses.append([float(step(x, y)) for _ in range(3)])
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+
+
+def test_prepared_model_shares_parameters_and_state_dict() -> None:
+    model = _lenet()
+    prepared = prepare(model, OptimizeConfig(rewrites=True, cpu_kernels=True), CPU)
+    assert {id(p) for p in prepared.model.parameters()} <= {id(p) for p in model.parameters()}
+    assert list(prepared.model.state_dict()) == list(model.state_dict())
+    assert any("fused_relu_maxpool x2" in note for note in prepared.notes)
+
+
+def test_fp16_on_cpu_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="fp16 autocast is not available for training on CPU"):
+        prepare(_lenet(), OptimizeConfig(amp="fp16"), CPU)
+
+
+def test_cpu_kernels_are_declined_off_cpu_with_a_reason() -> None:
+    prepared = prepare(
+        nn.Sequential(nn.ReLU()), OptimizeConfig(cpu_kernels=True), torch.device("meta")
+    )
+    assert "cpu_kernels declined: cnnc's fused kernels are for CPU" in prepared.notes
+
+
+def test_compile_failure_falls_back_to_eager_and_keeps_the_error() -> None:
+    def broken_backend(gm: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> object:
+        raise RuntimeError("inductor exploded")
+
+    model = _lenet()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=broken_backend)
+    prepared = Prepared(compiled, model, OptimizeConfig(compile="default"), CPU)
+    out = prepared.run(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and prepared.model is model
+    assert prepared.compile_error is not None and "inductor exploded" in prepared.compile_error
+    assert prepared.notes[0].startswith("compile failed, fell back to eager")
+
+
+def _measurement(config: OptimizeConfig, ms: float, eager_ms: float) -> Measurement:
+    return Measurement(config.name, config, ms, [ms], 0.0, 0.0, 8, ratio_vs_eager=eager_ms / ms)
+
+
+def test_auto_keeps_eager_unless_a_candidate_wins_clearly() -> None:
+    fast = OptimizeConfig(channels_last=True)
+    close = [_measurement(EAGER, 10.0, 10.0), _measurement(fast, 9.8, 10.0)]
+    assert autotune.choose(close)[0] == EAGER
+    clear = [_measurement(EAGER, 10.0, 10.0), _measurement(fast, 8.0, 10.0)]
+    config, reason = autotune.choose(clear)
+    assert config == fast and reason.startswith("channels_last: 1.25x eager")
+    slower = [_measurement(EAGER, 10.0, 10.0), _measurement(fast, 12.0, 10.0)]
+    assert autotune.choose(slower)[0] == EAGER
+
+
+def test_reduced_precision_is_a_candidate_only_when_allowed() -> None:
+    assert all(c.exact for c in autotune.candidates(CPU))
+    with_bf16 = autotune.candidates(CPU, ("off", "bf16"))
+    assert any(c.amp == "bf16" for c in with_bf16)
+    assert not any(c.amp == "fp16" for c in autotune.candidates(CPU, ("off", "fp16")))
+
+
+def test_tune_measures_chooses_and_caches(tmp_path: Path) -> None:
+    compiled = cnnc.compile_spec(ROOT / "specs" / "seed003_mlp.yaml")
+    work = Workload(lambda: cnnc.build(compiled), (5,), 1, 16, CPU)
+    cache = tmp_path / "autotune.json"
+    schedule = Schedule(warmup=1, rounds=3, steps=2)
+    first = autotune.tune(work, key="mlp", cache=cache, schedule=schedule)
+    names = {m.name for m in first.measurements}
+    assert "eager" in names and "compile" in names and not first.cached
+    best = min(first.measurements, key=lambda m: m.step_ms)
+    chosen = next(m for m in first.measurements if m.config == first.config)
+    eager = next(m for m in first.measurements if m.config == EAGER)
+    assert chosen.step_ms <= eager.step_ms  # never slower than eager in the tuning run
+    assert first.config in (EAGER, best.config)
+    second = autotune.tune(work, key="mlp", cache=cache, schedule=schedule)
+    assert second.cached and second.config == first.config and second.reason.endswith("(cached)")
+
+
+def test_digits_with_the_auto_config_matches_fp32_eager_accuracy() -> None:
+    from runtime.train import evaluate, fit, seed_everything
+
+    compiled = cnnc.compile_spec(ROOT / "specs" / "digits.yaml")
+    assert compiled.spec.train is not None and compiled.spec.optimize is not None
+    config = compiled.spec.train.to_config()
+    work = Workload(
+        lambda: cnnc.build(compiled), compiled.graph.input_shape, 10, config.batch_size, CPU
+    )
+    chosen = autotune.tune(
+        work,
+        key="digits-accuracy-test",
+        allowed_amp=compiled.spec.optimize.allowed_amp,  # type: ignore[arg-type]
+        schedule=Schedule(warmup=1, rounds=3, steps=3),
+    ).config
+    accuracies = []
+    for optimize in (EAGER, chosen):
+        seed_everything(config.seed)
+        model = cnnc.build(compiled)
+        fit(model, config, compiled.graph.input_shape, device="cpu", optimize=optimize)
+        accuracies.append(
+            evaluate(
+                copy.deepcopy(model), config, compiled.graph.input_shape, device="cpu"
+            ).accuracy
+        )
+    assert accuracies[0] >= 0.95
+    assert abs(accuracies[1] - accuracies[0]) <= 0.01, (chosen.name, accuracies)
