@@ -144,3 +144,13 @@ def test_torchrun_trains_the_spec_with_two_processes(tmp_path: Path) -> None:
     document = json.loads(result.stdout[result.stdout.index("{") :])
     assert document["epochs"] == 2 and document["test_accuracy"] > 0.8
     assert len(list((tmp_path / "digits").iterdir())) == 1  # rank 0 alone wrote a run
+
+
+def test_weights_of_another_network_say_which_tensors_differ(
+    trained: dict[str, object], tmp_path: Path
+) -> None:
+    spec = tmp_path / "wider.yaml"
+    spec.write_text(DIGITS.read_text().replace("out_channels: 16", "out_channels: 24"))
+    code, out, err = invoke("eval", str(spec), "--weights", str(trained["weights"]))
+    assert code == 1 and "Traceback" not in out + err
+    assert "conv1.weight" in err and "[24, 1, 3, 3]" in err.replace("(", "[").replace(")", "]")

@@ -16,7 +16,7 @@ import typer
 from cnnc.analysis import summarize
 from cnnc.compiler import Compiled, build
 from cnnc.sections.optimize import OptimizeSection
-from runtime.benchmark import Workload
+from runtime.benchmark import Schedule, Variant, Workload, measure
 from runtime.optimize.autotune import tune
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
 from runtime.train.distributed import resolve_device
@@ -94,6 +94,18 @@ def _checked(value: str | None, allowed: tuple[str, ...], flag: str) -> str | No
     return value
 
 
+# Tuning times a dozen candidates (and compiles some); below this many seconds of eager
+# training it cannot pay for itself, so auto keeps eager.
+TUNE_WORTH_S = 60.0
+
+
+def estimated_run_s(compiled: Compiled, batch: int, device: str, steps: int) -> float:
+    """Seconds ``steps`` eager training steps take here, from a few timed steps."""
+    work = workload(compiled, batch, device)
+    (eager,) = measure(work, [Variant("eager", EAGER)], Schedule(warmup=2, rounds=3, steps=2))
+    return steps * eager.step_ms / 1000
+
+
 def resolve_optimize(
     compiled: Compiled,
     batch: int,
@@ -102,8 +114,12 @@ def resolve_optimize(
     flags: dict[str, Any],
     *,
     refresh: bool = False,
+    steps: int | None = None,
 ) -> Choice:
-    """The configuration for a training run: tuned, from flags, or from the spec."""
+    """The configuration for a training run: tuned, from flags, or from the spec.
+
+    With ``steps`` (the run's length), a run too short to pay for tuning stays eager.
+    """
     _checked(mode, ("auto", "eager"), "--optimize")
     _checked(flags.get("compile"), _COMPILE, "--compile")
     _checked(flags.get("amp"), _AMP, "--amp")
@@ -112,6 +128,14 @@ def resolve_optimize(
     if mode == "eager":
         return Choice(EAGER)
     if mode == "auto" or (section.auto and not given):
+        if steps is not None and not refresh:
+            seconds = estimated_run_s(compiled, batch, device, steps)
+            if seconds < TUNE_WORTH_S:
+                return Choice(
+                    EAGER,
+                    f"auto kept eager: the whole run takes about {seconds:.0f} s "
+                    f"eager ({steps} steps), too short for tuning to pay off",
+                )
         allowed: tuple[Amp, ...] = section.allowed_amp  # type: ignore[assignment]
         result = tune(
             workload(compiled, batch, device),

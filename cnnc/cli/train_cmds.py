@@ -99,7 +99,8 @@ def train(
             "fused_conv_relu": fused_conv_relu,
             "cuda_graphs": cuda_graphs,
         }
-        choice = resolve_optimize(compiled, config.batch_size, device, optimize, flags)
+        steps = config.epochs * _steps_per_epoch(compiled, config)
+        choice = resolve_optimize(compiled, config.batch_size, device, optimize, flags, steps=steps)
         if choice.reason and is_main_process():
             stderr.print(f"optimize: {choice.reason}", markup=False)
         seed_everything(config.seed)
@@ -138,6 +139,12 @@ def train(
             f"test accuracy {scores.accuracy:.2%}, loss {scores.loss:.4f} "
             f"({scores.num_samples} images); run: {document['run_dir']}"
         )
+
+
+def _steps_per_epoch(compiled: Compiled, config: TrainConfig) -> int:
+    """Optimizer steps in one epoch (loads the dataset; errors surface here, located)."""
+    data = prepare_data(config, compiled.graph.input_shape)
+    return -(-len(data.train) // config.batch_size)
 
 
 def _run_files(compiled: Compiled, optimize: dict[str, Any]) -> dict[str, str]:

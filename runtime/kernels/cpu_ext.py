@@ -11,6 +11,7 @@ why once and returns None, and every user of a kernel falls back to ATen.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from pathlib import Path
 from types import ModuleType
@@ -41,6 +42,14 @@ def compile_flags() -> list[str]:
     return flags
 
 
+def source_hash() -> str:
+    """A digest of every kernel source and header: a change builds a fresh extension."""
+    digest = hashlib.sha256()
+    for path in sorted(SOURCES.iterdir()):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 @functools.cache
 def load(name: str) -> ModuleType | None:
     """The compiled extension ``cpu/<name>.cpp``, or None (with a logged reason)."""
@@ -49,9 +58,10 @@ def load(name: str) -> ModuleType | None:
     source = SOURCES / f"{name}.cpp"
     try:
         module: ModuleType = cpp_extension.load(
-            name=f"cnnc_{name}",
+            name=f"cnnc_{name}_{source_hash()}",
             sources=[str(source)],
             extra_cflags=compile_flags(),
+            extra_include_paths=[str(SOURCES)],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )

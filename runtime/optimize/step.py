@@ -142,6 +142,11 @@ def _cpu_kernels_ready(device: torch.device, notes: list[str]) -> bool:
     if not (pool.kernel_available() and batchnorm.kernel_available()):
         notes.append("cpu_kernels declined: the C++ kernels are not available (see the log)")
         return False
+    from runtime.kernels.cpu_parity import trusted
+
+    if not trusted():
+        notes.append("cpu_kernels declined: the parity check against ATen failed (see the log)")
+        return False
     return True
 
 

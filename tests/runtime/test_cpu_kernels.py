@@ -153,3 +153,37 @@ def test_batchnorm_op_passes_opcheck() -> None:
     torch.library.opcheck(
         batch_norm_relu, (x, w, b, torch.zeros(3), torch.ones(3), True, 0.1, 1e-5, True)
     )
+
+
+def test_parity_check_trusts_the_kernels_here() -> None:
+    from runtime.kernels import cpu_parity
+
+    cpu_parity.trusted.cache_clear()
+    assert cpu_parity.trusted()
+
+
+def test_a_wrong_kernel_is_declined_with_a_logged_reason(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from runtime.kernels import cpu_parity
+    from runtime.optimize.config import OptimizeConfig
+    from runtime.optimize.step import prepare
+
+    def wrong(x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        return F.max_pool2d(x, 2) * 1.001  # a kernel that is subtly off
+
+    monkeypatch.setattr(pool, "fused_maxpool2x2", wrong)
+    cpu_parity.trusted.cache_clear()
+    try:
+        prepared = prepare(
+            nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2)),
+            OptimizeConfig(cpu_kernels=True),
+            torch.device("cpu"),
+        )
+    finally:
+        monkeypatch.undo()
+        cpu_parity.trusted.cache_clear()
+    assert "cpu_kernels declined: the parity check against ATen failed (see the log)" in (
+        prepared.notes
+    )
+    assert "fused max-pooling differs from ATen" in caplog.text

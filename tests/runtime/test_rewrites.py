@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import cnnc
+from cnnc.baselines import Seed004CNN
 from runtime.optimize import rewrites
 from tests.helpers import ROOT
 
@@ -17,28 +17,10 @@ SPECS = ["lenet", "resnet20", "seed000_cnn", "seed002_cifar", "squeezenet"]
 SMALL_INPUT = {"squeezenet": (3, 64, 64)}
 
 
-class HandWritten(nn.Module):
-    """The seed 004 tutorial's class, with functional calls in forward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
-        x = x.view(-1, 16 * 5 * 5)
-        return self.fc2(F.relu(self.fc1(x)))
-
-
 def _model(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     torch.manual_seed(0)
     if name == "hand_written":
-        return HandWritten(), (3, 32, 32)
+        return Seed004CNN(), (3, 32, 32)  # the seed 004 tutorial's class, functional calls
     model = cnnc.build(ROOT / "specs" / f"{name}.yaml", input_shape=SMALL_INPUT.get(name))
     return model, SMALL_INPUT.get(name, tuple(model.input_shape))
 

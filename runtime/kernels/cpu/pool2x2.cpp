@@ -18,14 +18,12 @@
 #include <ATen/Parallel.h>
 
 #include <cstdint>
-#include <type_traits>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-#define CNNC_AVX512 1
-#include <immintrin.h>
-#endif
+#include "simd.h"
 
 namespace {
+
+using namespace cnnc_simd;
 
 constexpr uint8_t kNoGrad = 4;
 
@@ -50,34 +48,7 @@ inline void window(float a, float b, float c, float d, bool relu, float& out, ui
 template <typename T>
 inline float f32(T v) { return static_cast<float>(v); }
 
-// The vector path handles fp32, bf16 and fp16 (double takes the scalar path).
-template <typename T>
-constexpr bool kVector = !std::is_same_v<T, double>;
-
 #ifdef CNNC_AVX512
-// ---- AVX-512 helpers: 16 lanes of fp32, loaded from and stored to T --------------------------
-
-inline __m512 load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-inline __m512 load(const c10::BFloat16* p, __mmask16 m) {
-  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-inline __m512 load(const c10::Half* p, __mmask16 m) {
-  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
-}
-inline void store(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
-inline void store(c10::BFloat16* p, __m512 v, __mmask16 m) {
-  // exact: every value stored came from a bf16 input (or is 0)
-  const __m256i h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16));
-  _mm256_mask_storeu_epi16(p, m, h);
-}
-inline void store(c10::Half* p, __m512 v, __mmask16 m) {
-  _mm256_mask_storeu_epi16(p, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-}
-inline __mmask16 lanes(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
-}
-
 // The window rule on 16 lanes at once (same semantics as `window`).
 inline void window16(__m512 a, __m512 b, __m512 c, __m512 d, bool relu, __m512& out,
                      __m128i& k) {

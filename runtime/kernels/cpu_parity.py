@@ -1,0 +1,72 @@
+"""The trust check cnnc's CPU kernels pass once per process before a model uses them.
+
+The kernels are compiled on the user's machine with that machine's compiler and instruction
+set, so correctness is re-checked there: small cases in each supported layout and dtype,
+forward and backward, against ATen. The pooling kernel must agree bit for bit; batch norm
+within tolerance. A mismatch declines the kernels (with the reason logged), and every model
+keeps running on ATen.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger("runtime.kernels")
+
+
+def _pool_mismatch(dtype: torch.dtype, channels_last: bool) -> str | None:
+    from runtime.kernels.pool import fused_maxpool2x2
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 7, 9, generator=generator).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    expected = F.max_pool2d(F.relu(x), 2)
+    got = fused_maxpool2x2(x, True)
+    grad = torch.randn(expected.shape, generator=generator).to(dtype)
+    (want,) = torch.autograd.grad(expected, x, grad)
+    (have,) = torch.autograd.grad(got, x, grad)
+    if not torch.equal(got, expected) or not torch.equal(have, want):
+        return f"fused max-pooling differs from ATen ({dtype}, channels_last={channels_last})"
+    return None
+
+
+def _batchnorm_mismatch(dtype: torch.dtype, channels_last: bool) -> str | None:
+    from runtime.kernels.batchnorm import FusedBatchNorm2d
+
+    torch.manual_seed(0)
+    reference = nn.BatchNorm2d(6)
+    fused = FusedBatchNorm2d.from_module(nn.BatchNorm2d(6), relu=True)
+    x = torch.randn(4, 6, 5, 5).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    expected, got = F.relu(reference(x1)), fused(x2)
+    grad = torch.randn_like(expected)
+    (want,) = torch.autograd.grad(expected, x1, grad)
+    (have,) = torch.autograd.grad(got, x2, grad)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    close = torch.allclose(got.float(), expected.float(), atol=tol, rtol=tol)
+    close = close and torch.allclose(have.float(), want.float(), atol=tol, rtol=tol)
+    if not close:
+        return f"fused batch norm differs from ATen ({dtype}, channels_last={channels_last})"
+    return None
+
+
+@functools.cache
+def trusted() -> bool:
+    """True when every kernel matches ATen on this machine (checked once per process)."""
+    for dtype in (torch.float32, torch.bfloat16):
+        for channels_last in (False, True):
+            for check in (_pool_mismatch, _batchnorm_mismatch):
+                problem = check(dtype, channels_last)
+                if problem is not None:
+                    log.warning("cnnc's CPU kernels are not used: %s", problem)
+                    return False
+    return True
