@@ -112,7 +112,7 @@ def prepare(
     notes: list[str] = []
     model = model.to(device)
     if config.fused_conv_relu:
-        model = _fuse(model, device, notes)
+        model = _fuse(model, notes)
     cpu_kernels = config.cpu_kernels and _cpu_kernels_ready(device, notes)
     if config.rewrites or cpu_kernels:
         rewrite = rewrites.for_training if training else rewrites.for_inference
@@ -150,11 +150,17 @@ def _cpu_kernels_ready(device: torch.device, notes: list[str]) -> bool:
     return True
 
 
-def _fuse(model: nn.Module, device: torch.device, notes: list[str]) -> nn.Module:
+def _fuse(model: nn.Module, notes: list[str]) -> nn.Module:
+    """Swap conv+ReLU pairs for the fused op (in place: the modules share the parameters)."""
     from runtime.kernels import fuse_conv_relu
 
-    fused, report = fuse_conv_relu(model)
-    notes.append(str(report))
+    fused, records = fuse_conv_relu(model)
+    done = sum(record.fused for record in records)
+    declined = [f"{record.conv} ({record.reason})" for record in records if not record.fused]
+    notes.append(
+        f"fused_conv_relu: {done} fused"
+        + (f"; declined: {', '.join(declined)}" if declined else "")
+    )
     return fused
 
 

@@ -24,6 +24,7 @@ EXACT = [
     OptimizeConfig(rewrites=True),
     OptimizeConfig(cpu_kernels=True),
     OptimizeConfig(rewrites=True, cpu_kernels=True, channels_last=True),
+    OptimizeConfig(fused_conv_relu=True),
 ]
 
 
@@ -50,6 +51,11 @@ def test_prepared_model_shares_parameters_and_state_dict() -> None:
     assert {id(p) for p in prepared.model.parameters()} <= {id(p) for p in model.parameters()}
     assert list(prepared.model.state_dict()) == list(model.state_dict())
     assert any("fused_relu_maxpool x2" in note for note in prepared.notes)
+
+
+def test_fused_conv_relu_reports_what_it_fused() -> None:
+    prepared = prepare(_lenet(), OptimizeConfig(fused_conv_relu=True), CPU)
+    assert "fused_conv_relu: 2 fused" in prepared.notes
 
 
 def test_fp16_on_cpu_is_a_clear_error() -> None:
