@@ -406,16 +406,8 @@ std::vector<at::Tensor> bn_backward(const at::Tensor& grad_out, const at::Tensor
   return {dx, grad_weight, grad_bias};
 }
 
-bool bn_vectorized() {
-#ifdef CNNC_AVX512
-  return true;
-#else
-  return false;
-#endif
-}
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &bn_forward, "batch norm (+ReLU): (y, mean, invstd, running mean, running var)");
   m.def("backward", &bn_backward, "its backward: (grad_input, grad_weight, grad_bias)");
-  m.def("vectorized", &bn_vectorized, "True when built with AVX-512");
+  m.def("vectorized", &cnnc_simd::vectorized, "True when built with AVX-512");
 }

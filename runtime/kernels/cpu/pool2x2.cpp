@@ -303,16 +303,8 @@ at::Tensor pool2x2_backward(const at::Tensor& grad, const at::Tensor& k, int64_t
   return gx;
 }
 
-bool pool2x2_vectorized() {
-#ifdef CNNC_AVX512
-  return true;
-#else
-  return false;
-#endif
-}
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &pool2x2_forward, "fused [ReLU +] 2x2 max pooling: (y, window index)");
   m.def("backward", &pool2x2_backward, "its input gradient");
-  m.def("vectorized", &pool2x2_vectorized, "True when built with AVX-512");
+  m.def("vectorized", &cnnc_simd::vectorized, "True when built with AVX-512");
 }

@@ -51,4 +51,13 @@ inline __mmask16 lanes(int64_t n) {
 }
 #endif
 
+// True when this build has the AVX-512 paths (reported to Python as `vectorized()`).
+inline bool vectorized() {
+#ifdef CNNC_AVX512
+  return true;
+#else
+  return false;
+#endif
+}
+
 }  // namespace cnnc_simd
