@@ -5,6 +5,8 @@ Every public entry point of cnnc goes through ``compile_spec``; the CLI adds onl
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,15 @@ class Compiled:
     @property
     def file(self) -> str:
         return self.document.source.file
+
+    @property
+    def key(self) -> str:
+        """A hash of what determines the network (layers, blocks, input): the tune cache's
+        key and the spec hash in an exported artifact's manifest."""
+        spec = self.spec.model_dump(
+            mode="json", include={"input", "layers", "blocks"}, serialize_as_any=True
+        )
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parse(spec: SpecInput) -> tuple[ModelSpec, Document]:

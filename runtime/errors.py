@@ -17,6 +17,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "ArtifactError",
     "CheckpointError",
     "ConfigError",
     "DataError",
@@ -68,6 +69,10 @@ class DataError(RuntimeFailure):
 
 class CheckpointError(RuntimeFailure):
     """A checkpoint cannot be written, read, or loaded into the model."""
+
+
+class ArtifactError(RuntimeFailure):
+    """An exported artifact cannot be written, read, or run here (see ``runtime.export``)."""
 
 
 class TrainingError(RuntimeFailure):

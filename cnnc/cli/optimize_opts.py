@@ -6,8 +6,6 @@ auto`` in the spec) measures the candidates on the device and picks the fastest.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -64,14 +62,6 @@ class Choice:
 
     config: OptimizeConfig
     reason: str = ""
-
-
-def spec_key(compiled: Compiled) -> str:
-    """A hash of what determines the network (layers, blocks, input), for the tune cache."""
-    spec = compiled.spec.model_dump(
-        mode="json", include={"input", "layers", "blocks"}, serialize_as_any=True
-    )
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def workload(compiled: Compiled, batch: int, device: str, *, training: bool = True) -> Workload:
@@ -139,7 +129,7 @@ def resolve_optimize(
         allowed: tuple[Amp, ...] = section.allowed_amp  # type: ignore[assignment]
         result = tune(
             workload(compiled, batch, device),
-            key=spec_key(compiled),
+            key=compiled.key,
             allowed_amp=allowed,
             refresh=refresh,
         )

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cnnc.baselines import BASELINES
 from cnnc.cli.app import app, print_json, stderr, stdout, user_errors
-from cnnc.cli.optimize_opts import DeviceOpt, spec_key, workload
+from cnnc.cli.optimize_opts import DeviceOpt, workload
 from cnnc.compiler import Compiled, compile_spec
 from cnnc.sections.optimize import OptimizeSection
 from runtime.benchmark import (
@@ -45,7 +45,7 @@ def _tune(compiled: Compiled, work: Workload, refresh: bool) -> TuneResult:
         f", batch {work.batch}, {device_name(work.device)}) ...",
         markup=False,
     )
-    return tune(work, key=spec_key(compiled), allowed_amp=_allowed_amp(compiled), refresh=refresh)
+    return tune(work, key=compiled.key, allowed_amp=_allowed_amp(compiled), refresh=refresh)
 
 
 def training_variants(
@@ -105,7 +105,15 @@ def bench(
     refresh: RefreshOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Time SPEC's training step (and inference) under every optimization, side by side."""
+    """Time SPEC's training step (and inference) under every optimization, side by side.
+
+    Given an exported artifact instead of a spec, time its inference against the eager model.
+    """
+    from cnnc.cli.artifact_cmds import bench_artifact, is_artifact
+
+    if is_artifact(spec):
+        bench_artifact(spec, batch, device, rounds, steps * 2, json_out)
+        return
     compiled = compile_spec(spec)
     work = workload(compiled, batch, device)
     schedule = Schedule(warmup=3, rounds=rounds, steps=steps)

@@ -218,16 +218,49 @@ def _print_scores(scores: EvalResult, split: str) -> None:
 @app.command("predict")
 @user_errors
 def predict_command(
-    spec: SpecArg,
-    weights: WeightsOpt,
+    spec: Annotated[
+        Path,
+        typer.Argument(
+            help="A spec file (with --weights) or an exported artifact (.pt2, .onnx, .py).",
+            show_default=False,
+        ),
+    ],
     images: Annotated[
         list[Path], typer.Argument(help="Image files (PNG, JPEG).", show_default=False)
     ],
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", "-w", help="A .safetensors file or a run directory."),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, help="How many classes to show.")] = 3,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
-    """Classify image files with trained weights."""
+    """Classify image files with trained weights, or with an exported artifact."""
+    from cnnc.cli.artifact_cmds import is_artifact, predict_artifact
+
+    if is_artifact(spec):
+        names, probabilities = predict_artifact(spec, images, top, device)
+    elif weights is None:
+        raise typer.BadParameter("a spec needs --weights (or give an exported artifact)")
+    else:
+        names, probabilities = _predict_spec(spec, weights, images, device)
+    rows = [
+        _prediction(path, probs, names, top)
+        for path, probs in zip(images, probabilities, strict=True)
+    ]
+    if json_out:
+        print_json({"predictions": rows})
+        return
+    for row in rows:
+        alternatives = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top"])
+        stdout.print(f"{row['image']}: {row['label']}  ({alternatives})", markup=False)
+
+
+def _predict_spec(
+    spec: Path, weights: Path, images: list[Path], device: str
+) -> tuple[list[str], Any]:
+    from cnnc.artifacts import resolve_weights
     from cnnc.cli.images import read_images
     from runtime.train import load_weights
 
@@ -237,25 +270,18 @@ def predict_command(
         data = prepare_data(config, compiled.graph.input_shape)
         batch = read_images(images, tuple(data.train[0][0].shape))
         model = build(compiled)
-        load_weights(model, weights)
+        load_weights(model, resolve_weights(weights))
         result = predict(model, batch, preprocess=data.preprocess, device=device)
-    names = data.class_names
-    rows: list[dict[str, Any]] = []
-    for path, probs in zip(images, result.probabilities, strict=True):
-        values, indices = probs.topk(min(top, len(names)))
-        rows.append(
-            {
-                "image": str(path),
-                "label": names[int(indices[0])],
-                "top": [
-                    {"label": names[int(i)], "probability": float(v)}
-                    for v, i in zip(values, indices, strict=True)
-                ],
-            }
-        )
-    if json_out:
-        print_json({"predictions": rows})
-        return
-    for row in rows:
-        alternatives = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top"])
-        stdout.print(f"{row['image']}: {row['label']}  ({alternatives})", markup=False)
+    return list(data.class_names), result.probabilities
+
+
+def _prediction(path: Path, probs: Any, names: list[str], top: int) -> dict[str, Any]:
+    values, indices = probs.topk(min(top, len(names)))
+    return {
+        "image": str(path),
+        "label": names[int(indices[0])],
+        "top": [
+            {"label": names[int(i)], "probability": float(v)}
+            for v, i in zip(values, indices, strict=True)
+        ],
+    }

@@ -107,7 +107,7 @@ class FusionRecord:
         return f"{self.conv} + {self.relu}: {verdict}"
 
 
-def _decline_reason(conv: nn.Module, relu: nn.Module) -> str | None:
+def decline_reason(conv: nn.Module, relu: nn.Module) -> str | None:
     """Why this Conv2d -> ReLU pair must stay unfused, or None."""
     if type(conv) is not nn.Conv2d:
         return f"{type(conv).__name__} subclasses nn.Conv2d; its forward may differ"
@@ -128,7 +128,7 @@ def _fuse_sequential(prefix: str, seq: nn.Sequential) -> list[FusionRecord]:
         if not (isinstance(conv, nn.Conv2d) and isinstance(relu, nn.ReLU)):
             continue
         paths = (f"{prefix}{conv_name}", f"{prefix}{relu_name}")
-        reason = _decline_reason(conv, relu)
+        reason = decline_reason(conv, relu)
         if reason is not None:
             LOG.info("fuse_conv_relu: %s + %s declined: %s", *paths, reason)
             records.append(FusionRecord(*paths, fused=False, reason=reason))

@@ -84,9 +84,17 @@ def for_training(
 
 
 def for_inference(
-    model: nn.Module, *, exact: bool = True, cpu_kernels: bool = False
+    model: nn.Module,
+    *,
+    exact: bool = True,
+    cpu_kernels: bool = False,
+    fused_conv_relu: bool = False,
 ) -> tuple[nn.Module, RewriteReport]:
-    """All rewrites, for an eval-mode model (inference and export)."""
+    """All rewrites, for an eval-mode model (inference and export).
+
+    ``fused_conv_relu`` puts every Conv2d whose only user is a ReLU into one
+    ``cnnc_runtime::conv2d_relu`` call (after BatchNorm folding, so conv-bn-relu fuses too).
+    """
     report = RewriteReport()
     if model.training:
         report.declined.append("the model is in training mode; call model.eval() first")
@@ -97,6 +105,8 @@ def for_inference(
     if exact:
         report.add("drop_dropout", drop_dropout(graph_module))
         report.add("fold_conv_bn", fold_conv_bn(graph_module))
+    if fused_conv_relu:
+        report.add("fused_conv_relu", fuse_conv_relu_nodes(graph_module))
     if cpu_kernels:
         report.add("fused_batchnorm", fuse_batchnorm(graph_module))
         report.add("fused_relu_maxpool", fuse_relu_maxpool(graph_module))
@@ -251,6 +261,32 @@ def drop_dropout(graph_module: fx.GraphModule) -> int:
     return count
 
 
+def fuse_conv_relu_nodes(graph_module: fx.GraphModule) -> int:
+    """``relu(conv(x))`` → one ``FusedConv2dReLU`` (the fused custom op); returns how many.
+
+    Convs the op cannot express are left alone (``runtime.kernels.fuse`` logs why).
+    """
+    from runtime.kernels.fuse import FusedConv2dReLU, decline_reason
+
+    graph = graph_module.graph
+    count = 0
+    for conv_node in list(graph.nodes):
+        conv = _module(graph_module, conv_node)
+        if not isinstance(conv, nn.Conv2d) or len(conv_node.users) != 1:
+            continue
+        relu_node = next(iter(conv_node.users))
+        if not _is_relu(graph_module, relu_node):
+            continue
+        relu = _module(graph_module, relu_node) or nn.ReLU()
+        if decline_reason(conv, relu) is not None:
+            continue
+        graph_module.add_submodule(str(conv_node.target), FusedConv2dReLU(conv))
+        relu_node.replace_all_uses_with(conv_node)
+        graph.erase_node(relu_node)
+        count += 1
+    return count
+
+
 def fold_conv_bn(graph_module: fx.GraphModule) -> int:
     """Fold eval-mode BatchNorm2d into the preceding Conv2d; returns how many."""
     graph = graph_module.graph
@@ -278,6 +314,7 @@ __all__ = [
     "fold_conv_bn",
     "for_inference",
     "for_training",
+    "fuse_conv_relu_nodes",
     "relu_after_maxpool",
     "trace",
 ]

@@ -1,0 +1,187 @@
+"""Artifact commands: ``cnnc export``, and the artifact side of ``predict`` and ``bench``.
+
+``cnnc predict model.pt2 IMAGE...`` and ``cnnc bench model.onnx`` take an exported artifact
+where a spec would go; ``is_artifact`` tells them apart (a manifest beside the file, or an
+artifact suffix).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.table import Table
+
+from cnnc.artifacts import SUFFIXES, ArtifactFailure, artifact_errors, export, format_of
+from cnnc.cli.app import app, print_json, stderr, stdout, user_errors
+from cnnc.compiler import build, compile_spec
+from cnnc.errors import Location, Problem
+from runtime.export import Artifact, load_artifact, manifest_path
+from runtime.export.manifest import FORMATS
+
+SpecArg = Annotated[Path, typer.Argument(help="A spec file (YAML or JSON).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def is_artifact(path: Path) -> bool:
+    """An exported model rather than a spec: a manifest beside it or an artifact suffix."""
+    return manifest_path(path).exists() or path.suffix in (".pt2", ".onnx")
+
+
+def open_artifact(path: Path, device: str) -> Artifact:
+    """The artifact, on ``device`` (``auto``: the device it was exported for)."""
+    with artifact_errors(path):
+        if device == "auto":
+            from runtime.export import read_manifest
+
+            device = read_manifest(path).target.type
+        return load_artifact(path, device)
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    spec: SpecArg,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="The artifact file; default build/<name>.<ext>."),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help="pt2, aoti, onnx or py; default: from -o's suffix."),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", "-w", help="A .safetensors file or a run directory."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda: where the artifact runs.")] = "cpu",
+    fuse: Annotated[
+        bool | None,
+        typer.Option(help="pt2: keep conv+ReLU as one fused op (default: on for cuda)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export SPEC's network (with trained weights) to a pt2, aoti, onnx or py artifact."""
+    if fmt is not None and fmt not in FORMATS:
+        raise typer.BadParameter(
+            f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format"
+        )
+    compiled = compile_spec(spec)
+    if output is None:
+        chosen = fmt or "pt2"
+        output = Path("build") / f"{compiled.spec.name}{SUFFIXES[chosen]}"
+        fmt = chosen
+    if weights is None:
+        stderr.print(
+            "[yellow]warning[/]: no --weights: the artifact holds freshly initialized weights"
+        )
+    if format_of(output, fmt) == "aoti":
+        stderr.print("compiling with AOTInductor (a minute or so) ...", markup=False)
+    result = export(compiled, output, fmt=fmt, weights=weights, device=device, fuse=fuse)
+    if json_out:
+        print_json(
+            {
+                "files": [str(f) for f in result.files],
+                "format": result.manifest.format,
+                "notes": result.notes,
+                "manifest": str(result.files[-1]),
+            }
+        )
+        return
+    for note in result.notes:
+        stderr.print(note, markup=False, style="dim")
+    for path in result.files:
+        stdout.print(f"wrote {path}", markup=False)
+
+
+def predict_artifact(
+    path: Path, images: list[Path], top: int, device: str
+) -> tuple[list[str], torch.Tensor]:
+    """Class names and softmax probabilities of image files, from an artifact alone."""
+    from cnnc.cli.images import read_images
+    from runtime.train.transforms import Preprocess
+
+    artifact = open_artifact(path, device)
+    manifest = artifact.manifest
+    facts: dict[str, Any] = dict(manifest.preprocess or {})
+    stored = facts.pop("stored_shape", manifest.input_shape)
+    size = facts.get("size")
+    facts["size"] = tuple(size) if size else None
+    for key in ("mean", "std"):
+        facts[key] = tuple(facts[key]) if facts.get(key) else None
+    preprocess = Preprocess(**facts)
+    batch = preprocess(read_images(images, tuple(stored)))
+    with artifact_errors(path):
+        scores = artifact(batch.to(artifact_device(artifact)))
+    names = manifest.class_names or [str(i) for i in range(scores.shape[1])]
+    return names, scores.float().softmax(dim=1).cpu()
+
+
+def artifact_device(artifact: Artifact) -> torch.device:
+    target = artifact.manifest.target.type
+    return torch.device(target if target == "cuda" and torch.cuda.is_available() else "cpu")
+
+
+def bench_artifact(
+    path: Path, batch: int, device: str, rounds: int, steps: int, json_out: bool
+) -> None:
+    """Inference of the artifact against the eager model its manifest was built from."""
+    from runtime.benchmark import Schedule, Variant, Workload, device_name, measure
+
+    artifact = open_artifact(path, device)
+    spec = artifact.manifest.producer.get("spec", {}).get("source")
+    if not isinstance(spec, str):
+        problem = Problem(
+            "the artifact's manifest holds no spec to build the eager model from",
+            Location(str(manifest_path(path))),
+            hint="export it with `cnnc export`, which records the spec",
+        )
+        raise ArtifactFailure([problem])
+    compiled = compile_spec(spec)
+
+    target = artifact_device(artifact)
+    work = Workload(
+        factory=lambda: build(compiled),
+        input_shape=tuple(compiled.graph.input_shape),
+        num_classes=compiled.graph.output_shape[0],
+        batch=batch,
+        device=target,
+        training=False,
+    )
+    variants = [
+        Variant("eager"),
+        Variant(f"artifact ({artifact.format})", factory=artifact.as_module),
+    ]
+    results = measure(work, variants, Schedule(warmup=3, rounds=rounds, steps=steps))
+    rows: list[dict[str, Any]] = [
+        {
+            "name": m.name,
+            "step_ms": m.step_ms,
+            "images_per_s": m.images_per_s,
+            "ratio_vs_eager": m.ratio_vs_eager,
+        }
+        for m in results
+    ]
+    if json_out:
+        print_json(
+            {"artifact": str(path), "device": device_name(target), "batch": batch, "variants": rows}
+        )
+        return
+    table = Table(title=f"{path}: inference, batch {batch}, {device_name(target)}")
+    for column in ("variant", "ms/batch", "images/s", "x eager"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            f"{row['step_ms']:.2f}",
+            f"{row['images_per_s']:.0f}",
+            f"{row['ratio_vs_eager']:.2f}",
+        )
+    stdout.print(table)
+    stdout.print(
+        f"medians of {rounds} interleaved rounds in one process; the eager model is built "
+        "from the spec in the artifact's manifest.",
+        markup=False,
+    )
