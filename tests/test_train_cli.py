@@ -154,3 +154,74 @@ def test_weights_of_another_network_say_which_tensors_differ(
     code, out, err = invoke("eval", str(spec), "--weights", str(trained["weights"]))
     assert code == 1 and "Traceback" not in out + err
     assert "conv1.weight" in err and "[24, 1, 3, 3]" in err.replace("(", "[").replace(")", "]")
+
+
+def digit_images(folder: Path, count: int = 6) -> list[str]:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    paths = []
+    for index in range(1500, 1500 + count):
+        pixels = (digits.images[index] * 255 / 16).astype("uint8")
+        path = folder / f"digit{index}.png"
+        Image.fromarray(pixels, mode="L").save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx", "py"])
+def test_predict_from_an_exported_artifact_matches_the_spec(
+    trained: dict[str, object], fmt: str, tmp_path: Path
+) -> None:
+    run = str(trained["run_dir"])
+    artifact = tmp_path / f"digits.{fmt}"
+    code, out, err = invoke("export", str(DIGITS), "-w", run, "-o", str(artifact), "--json")
+    assert code == 0, err
+    written = json.loads(out)
+    assert written["format"] == fmt and written["manifest"].endswith(".manifest.json")
+    images = digit_images(tmp_path)
+    code, out, err = invoke("predict", str(artifact), *images, "--json")
+    assert code == 0, err
+    from_artifact = json.loads(out)["predictions"]
+    code, out, err = invoke("predict", str(DIGITS), "-w", run, *images, "--json")
+    assert code == 0, err
+    from_spec = json.loads(out)["predictions"]
+    for a, s in zip(from_artifact, from_spec, strict=True):
+        assert a["label"] == s["label"]
+        assert a["top"][0]["probability"] == pytest.approx(s["top"][0]["probability"], abs=1e-4)
+
+
+def test_export_defaults_to_build_and_says_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke("export", str(DIGITS), "--format", "py")
+    assert code == 0, err
+    assert "wrote build/digits.py" in out and "wrote build/digits.safetensors" in out
+    assert "no --weights" in err
+    assert (tmp_path / "build" / "digits.py.manifest.json").exists()
+
+
+def test_export_errors_exit_1_without_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"not safetensors")
+    code, _, err = invoke("export", str(DIGITS), "-w", str(bad), "-o", str(tmp_path / "d.pt2"))
+    assert code == 1 and "Traceback" not in err
+    assert f"{bad}: " in err and "truncated or corrupt" in err
+    code, _, err = invoke("export", str(DIGITS), "-o", str(tmp_path / "d.pt2"), "--format", "tf")
+    assert code == 2 and "'tf' is not one of pt2, aoti, onnx, py" in err
+    code, _, err = invoke("predict", str(tmp_path / "missing.onnx"), str(bad))
+    assert code == 1 and "No artifact at" in err
+
+
+def test_bench_times_an_artifact_against_eager(trained: dict[str, object], tmp_path: Path) -> None:
+    artifact = tmp_path / "digits.onnx"
+    code, _, err = invoke("export", str(DIGITS), "-w", str(trained["run_dir"]), "-o", str(artifact))
+    assert code == 0, err
+    code, out, err = invoke("bench", str(artifact), "--batch", "32", "--rounds", "3", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert [v["name"] for v in document["variants"]] == ["eager", "artifact (onnx)"]
+    assert all(v["step_ms"] > 0 for v in document["variants"])
+    assert document["variants"][0]["ratio_vs_eager"] == 1.0

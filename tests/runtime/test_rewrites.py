@@ -46,8 +46,9 @@ def test_training_rewrites_keep_outputs_and_gradients(name: str) -> None:
         torch.testing.assert_close(grads[key].grad, param.grad, msg=key)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused_conv_relu"])
 @pytest.mark.parametrize("name", [*SPECS, "hand_written"])
-def test_inference_rewrites_keep_outputs(name: str) -> None:
+def test_inference_rewrites_keep_outputs(name: str, fused: bool) -> None:
     model, shape = _model(name)
     model.eval()
     # give batchnorm non-trivial statistics so folding is really tested
@@ -56,7 +57,10 @@ def test_inference_rewrites_keep_outputs(name: str) -> None:
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
     reference = copy.deepcopy(model)
-    rewritten, report = rewrites.for_inference(model)
+    rewritten, report = rewrites.for_inference(model, fused_conv_relu=fused)
+    if fused and name in ("seed000_cnn", "resnet20"):
+        # conv-bn-relu becomes one fused op once batchnorm is folded
+        assert report.applied["fused_conv_relu"] >= 2
     if name == "resnet20":
         assert report.applied["fold_conv_bn"] == 21
         assert not any(isinstance(m, nn.BatchNorm2d) for m in rewritten.modules())
