@@ -38,13 +38,21 @@ class ArtifactFailure(CnncError):
 
 
 @contextmanager
-def artifact_errors(path: Path | str) -> Iterator[None]:
+def artifact_errors(path: Path | str, subject: str = "") -> Iterator[None]:
     """Re-raise runtime failures as a located cnnc error at ``path`` (exit 1 in the CLI)."""
     try:
         yield
     except RuntimeFailure as error:
-        problem = Problem(error.message, Location(str(path)), hint=error.hint)
+        problem = Problem(error.message, Location(str(path)), subject, hint=error.hint)
         raise ArtifactFailure([problem]) from None
+
+
+def target_device(device: str | torch.device, where: Path | str) -> torch.device:
+    """``cpu``, ``cuda`` (checked to be present) or ``auto``; a located error otherwise."""
+    from runtime.train.distributed import resolve_device
+
+    with artifact_errors(where, "--device"):
+        return resolve_device(device)
 
 
 def format_of(path: Path, fmt: str | None) -> str:
@@ -91,6 +99,7 @@ def export(
     """
     compiled = spec if isinstance(spec, Compiled) else compile_spec(spec)
     fmt = format_of(output, fmt)
+    target = target_device(device, compiled.file)
     model = build(compiled)
     if weights is not None:
         from runtime.train.checkpoint import load_weights
@@ -105,7 +114,7 @@ def export(
             tuple(compiled.graph.input_shape),
             output,
             fmt,
-            device=torch.device(device),
+            device=target,
             source=generate_code(compiled) if fmt == "py" else None,
             entry=class_name(compiled.graph.name) if fmt == "py" else None,
             fuse=fuse,
@@ -175,8 +184,9 @@ def load(
     path = Path(path)
     if path.suffix in _SPEC_SUFFIXES and not manifest_path(path).exists():
         return _load_spec(path, weights, device)
+    target = target_device(device, path)
     with artifact_errors(path):
-        artifact: Artifact = load_artifact(path, device)
+        artifact: Artifact = load_artifact(path, target)
     return artifact
 
 
@@ -188,7 +198,16 @@ def _load_spec(path: Path, weights: str | Path | None, device: str) -> nn.Module
         resolved = resolve_weights(Path(weights))
         with artifact_errors(resolved):
             load_weights(model, resolved)
-    return model.eval().to(device)
+    return model.eval().to(target_device(device, path))
 
 
-__all__ = ["SUFFIXES", "ArtifactFailure", "export", "format_of", "load", "resolve_weights"]
+__all__ = [
+    "SUFFIXES",
+    "ArtifactFailure",
+    "artifact_errors",
+    "export",
+    "format_of",
+    "load",
+    "resolve_weights",
+    "target_device",
+]

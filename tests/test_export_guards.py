@@ -210,3 +210,52 @@ def test_a_wrong_suffix_is_a_clear_error(tmp_path: Path) -> None:
         cnnc.export(LENET, tmp_path / "lenet.pt2", fmt="onnx")
     with pytest.raises(ArtifactFailure, match="cannot tell the format"):
         cnnc.export(LENET, tmp_path / "lenet.bin")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU-only machine")
+def test_exporting_for_an_absent_gpu_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactFailure) as excinfo:
+        cnnc.export(LENET, tmp_path / "lenet.pt2", device="cuda")
+    text = message(excinfo)
+    assert "lenet.yaml: --device: CUDA was requested but is not available" in text
+    with pytest.raises(ArtifactFailure, match="Unknown device"):
+        cnnc.export(LENET, tmp_path / "lenet.pt2", device="gpu")
+
+
+def test_onnx_without_its_packages_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # makes `import onnxscript` fail
+    with pytest.raises(ArtifactFailure) as excinfo:
+        cnnc.export(LENET, tmp_path / "lenet.onnx")
+    assert "pip install 'cnnc[onnx]'" in message(excinfo)
+    assert not (tmp_path / "lenet.onnx").exists()
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("fmt", ["pt2", "aoti"])
+def test_cuda_artifacts_round_trip_with_their_architecture(fmt: str, tmp_path: Path) -> None:
+    out = tmp_path / "digits.pt2"
+    model = cnnc.build(ROOT / "specs" / "digits.yaml").eval().cuda()
+    weights = tmp_path / "w.safetensors"
+    save_weights(model, weights)
+    result = cnnc.export(
+        ROOT / "specs" / "digits.yaml", out, fmt=fmt, weights=weights, device="cuda"
+    )
+    major, minor = torch.cuda.get_device_capability()
+    assert result.manifest.target.type == "cuda"
+    assert result.manifest.target.arch == f"sm_{major}{minor}"
+    if fmt == "pt2":  # the fused Triton conv+ReLU survives export
+        assert result.manifest.optimizations["rewrites"]["fused_conv_relu"] == 3
+    loaded = cnnc.load(out, device="cuda")
+    x = torch.randn(5, 1, 8, 8, device="cuda")
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-2, atol=1e-2)  # tf32
+    with pytest.raises(ArtifactFailure, match="cannot run on cpu"):
+        cnnc.load(out, device="cpu")

@@ -14,7 +14,14 @@ import torch
 import typer
 from rich.table import Table
 
-from cnnc.artifacts import SUFFIXES, ArtifactFailure, artifact_errors, export, format_of
+from cnnc.artifacts import (
+    SUFFIXES,
+    ArtifactFailure,
+    artifact_errors,
+    export,
+    format_of,
+    target_device,
+)
 from cnnc.cli.app import app, print_json, stderr, stdout, user_errors
 from cnnc.compiler import build, compile_spec
 from cnnc.errors import Location, Problem
@@ -32,12 +39,14 @@ def is_artifact(path: Path) -> bool:
 
 def open_artifact(path: Path, device: str) -> Artifact:
     """The artifact, on ``device`` (``auto``: the device it was exported for)."""
-    with artifact_errors(path):
-        if device == "auto":
-            from runtime.export import read_manifest
+    if device == "auto":
+        from runtime.export import read_manifest
 
+        with artifact_errors(path):
             device = read_manifest(path).target.type
-        return load_artifact(path, device)
+    target = target_device(device, path)
+    with artifact_errors(path):
+        return load_artifact(path, target)
 
 
 @app.command("export")
