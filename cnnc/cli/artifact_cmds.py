@@ -1,4 +1,4 @@
-"""Artifact commands: ``cnnc export``, and the artifact side of ``predict`` and ``bench``.
+"""Artifact commands: ``cnnc export``, and what ``predict`` and ``bench`` need of artifacts.
 
 ``cnnc predict model.pt2 IMAGE...`` and ``cnnc bench model.onnx`` take an exported artifact
 where a spec would go; ``is_artifact`` tells them apart (a manifest beside the file, or an
@@ -12,19 +12,16 @@ from typing import Annotated, Any
 
 import torch
 import typer
-from rich.table import Table
 
 from cnnc.artifacts import (
     SUFFIXES,
-    ArtifactFailure,
     artifact_errors,
     export,
     format_of,
     target_device,
 )
 from cnnc.cli.app import app, print_json, stderr, stdout, user_errors
-from cnnc.compiler import build, compile_spec
-from cnnc.errors import Location, Problem
+from cnnc.compiler import compile_spec
 from runtime.export import Artifact, load_artifact, manifest_path
 from runtime.export.manifest import FORMATS
 
@@ -131,66 +128,3 @@ def predict_artifact(
 def artifact_device(artifact: Artifact) -> torch.device:
     target = artifact.manifest.target.type
     return torch.device(target if target == "cuda" and torch.cuda.is_available() else "cpu")
-
-
-def bench_artifact(
-    path: Path, batch: int, device: str, rounds: int, steps: int, json_out: bool
-) -> None:
-    """Inference of the artifact against the eager model its manifest was built from."""
-    from runtime.benchmark import Schedule, Variant, Workload, device_name, measure
-
-    artifact = open_artifact(path, device)
-    spec = artifact.manifest.producer.get("spec", {}).get("source")
-    if not isinstance(spec, str):
-        problem = Problem(
-            "the artifact's manifest holds no spec to build the eager model from",
-            Location(str(manifest_path(path))),
-            hint="export it with `cnnc export`, which records the spec",
-        )
-        raise ArtifactFailure([problem])
-    compiled = compile_spec(spec)
-
-    target = artifact_device(artifact)
-    work = Workload(
-        factory=lambda: build(compiled),
-        input_shape=tuple(compiled.graph.input_shape),
-        num_classes=compiled.graph.output_shape[0],
-        batch=batch,
-        device=target,
-        training=False,
-    )
-    variants = [
-        Variant("eager"),
-        Variant(f"artifact ({artifact.format})", factory=artifact.as_module),
-    ]
-    results = measure(work, variants, Schedule(warmup=3, rounds=rounds, steps=steps))
-    rows: list[dict[str, Any]] = [
-        {
-            "name": m.name,
-            "step_ms": m.step_ms,
-            "images_per_s": m.images_per_s,
-            "ratio_vs_eager": m.ratio_vs_eager,
-        }
-        for m in results
-    ]
-    if json_out:
-        print_json(
-            {"artifact": str(path), "device": device_name(target), "batch": batch, "variants": rows}
-        )
-        return
-    table = Table(title=f"{path}: inference, batch {batch}, {device_name(target)}")
-    for column in ("variant", "ms/batch", "images/s", "x eager"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for row in rows:
-        table.add_row(
-            row["name"],
-            f"{row['step_ms']:.2f}",
-            f"{row['images_per_s']:.0f}",
-            f"{row['ratio_vs_eager']:.2f}",
-        )
-    stdout.print(table)
-    stdout.print(
-        f"medians of {rounds} interleaved rounds in one process; the eager model is built "
-        "from the spec in the artifact's manifest.",
-        markup=False,
-    )
