@@ -53,9 +53,26 @@ def batch_norm_relu(
     module = _module_for(x)
     if module is not None:
         y, mean, invstd, new_mean, new_var = module.forward(  # type: ignore[attr-defined]
-            x, weight, bias, running_mean, running_var, training, momentum, eps, relu
+            x, weight, bias, running_mean, running_var, training, momentum, eps, relu, None
         )
         return y, mean, invstd, new_mean, new_var
+    y, mean, invstd, new_mean, new_var = _aten_forward(
+        x, weight, bias, running_mean, running_var, training, momentum, eps
+    )
+    return (F.relu(y) if relu else y), mean, invstd, new_mean, new_var
+
+
+def _aten_forward(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The ops' fallback through ATen (no ReLU): what the C++ kernel returns."""
     new_mean = running_mean.clone() if running_mean is not None else x.new_empty(0)
     new_var = running_var.clone() if running_var is not None else x.new_empty(0)
     stats = (new_mean, new_var) if running_mean is not None else (None, None)
@@ -63,8 +80,8 @@ def batch_norm_relu(
         x, weight, bias, stats[0], stats[1], training, momentum, eps
     )
     if not training and running_mean is not None and running_var is not None:
-        mean, invstd = running_mean.float(), (running_var.float() + eps).rsqrt()
-    return (F.relu(y) if relu else y), mean, invstd, new_mean, new_var
+        mean, invstd = running_mean.to(torch.float32, copy=True), (running_var.float() + eps).rsqrt()
+    return y, mean, invstd, new_mean, new_var
 
 
 @batch_norm_relu.register_fake
@@ -110,8 +127,10 @@ def batch_norm_relu_backward(
         shift = (bias.float() if bias is not None else 0.0) - mean * scale
         pre = x.float() * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
         grad = torch.where(pre > 0, grad, 0)
+    # eval mode reads the running statistics: the ones whose 1/sqrt(var + 0) is invstd
+    running = (None, None) if training else (mean, invstd.pow(-2))
     dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-        grad, x, weight, None, None, mean, invstd, training, 0.0, [True, True, True]
+        grad, x, weight, *running, mean, invstd, training, 0.0, [True, True, True]
     )
     if dw is None:
         dw = torch.zeros_like(mean)
@@ -158,6 +177,83 @@ def _backward(
 batch_norm_relu.register_autograd(_backward, setup_context=_setup)
 
 
+@torch.library.custom_op("cnnc_runtime::batch_norm_add_relu", mutates_args=())
+def batch_norm_add_relu(
+    x: Tensor,
+    residual: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``relu(batch_norm(x) + residual)``, the end of a residual block, in one pass.
+
+    Returns what ``batch_norm_relu`` returns. The backward takes the ReLU mask from the
+    output and reuses ``batch_norm_relu_backward``; the residual's gradient is the masked
+    output gradient.
+    """
+    module = _module_for(x)
+    if module is not None and residual.dtype == x.dtype and residual.shape == x.shape:
+        y, mean, invstd, new_mean, new_var = module.forward(  # type: ignore[attr-defined]
+            x, weight, bias, running_mean, running_var, training, momentum, eps, True, residual
+        )
+        return y, mean, invstd, new_mean, new_var
+    y, mean, invstd, new_mean, new_var = _aten_forward(
+        x, weight, bias, running_mean, running_var, training, momentum, eps
+    )
+    return F.relu(y + residual), mean, invstd, new_mean, new_var
+
+
+@batch_norm_add_relu.register_fake
+def _(
+    x: Tensor,
+    residual: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    stats = x.new_empty((x.shape[1],), dtype=torch.float32)
+    new_mean = torch.empty_like(running_mean) if running_mean is not None else x.new_empty(0)
+    new_var = torch.empty_like(running_var) if running_var is not None else x.new_empty(0)
+    y = torch.empty_like(x, dtype=torch.promote_types(x.dtype, residual.dtype))
+    return y, stats, torch.empty_like(stats), new_mean, new_var
+
+
+def _setup_add(
+    ctx: torch.autograd.function.FunctionCtx,
+    inputs: tuple[object, ...],
+    output: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+) -> None:
+    x, residual, weight, bias = inputs[0], inputs[1], inputs[2], inputs[3]
+    ctx.save_for_backward(x, weight, bias, output[1], output[2], output[0])  # type: ignore[arg-type]
+    ctx.flags = (inputs[6], bias is not None, residual.dtype)  # type: ignore[attr-defined]
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _backward_add(
+    ctx: torch.autograd.function.FunctionCtx, grad: Tensor, *_: object
+) -> tuple[Tensor | None, ...]:
+    x, weight, bias, mean, invstd, y = ctx.saved_tensors  # type: ignore[attr-defined]
+    training, has_bias, residual_dtype = ctx.flags  # type: ignore[attr-defined]
+    masked = torch.ops.aten.threshold_backward(grad, y, 0)
+    dx, dw, db = batch_norm_relu_backward(
+        masked.to(x.dtype), x, weight, bias, mean, invstd, False, training
+    )
+    grad_weight = dw.to(weight.dtype) if weight is not None else None
+    grad_bias = db.to(weight.dtype) if has_bias and weight is not None else None
+    return dx, masked.to(residual_dtype), grad_weight, grad_bias, None, None, None, None, None
+
+
+batch_norm_add_relu.register_autograd(_backward_add, setup_context=_setup_add)
+
+
 class FusedBatchNorm2d(nn.BatchNorm2d):
     """A BatchNorm2d (+ ReLU) running the fused op; shares the wrapped module's tensors."""
 
@@ -165,7 +261,10 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
 
     @classmethod
     def from_module(cls, bn: nn.BatchNorm2d, relu: bool) -> FusedBatchNorm2d:
-        """The fused module over ``bn``'s own Parameters and buffers (same state_dict)."""
+        """The fused module over ``bn``'s own Parameters and buffers (same state_dict).
+
+        Called with a second tensor, it computes ``relu(bn(x) + residual)`` (needs relu).
+        """
         fused = cls.__new__(cls)
         nn.Module.__init__(fused)
         fused.num_features, fused.eps, fused.momentum = bn.num_features, bn.eps, bn.momentum
@@ -177,9 +276,10 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
         fused.train(bn.training)
         return fused
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if x.dim() != 4 or (residual is not None and residual.shape != x.shape):
             out = super().forward(x)
+            out = out if residual is None else out + residual
             return F.relu(out) if self.relu else out
         use_batch_stats = self.training or not self.track_running_stats
         momentum = 0.0 if self.momentum is None else self.momentum
@@ -187,17 +287,15 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average
                 momentum = 1.0 / float(self.num_batches_tracked)
-        y, _, _, new_mean, new_var = batch_norm_relu(
-            x,
-            self.weight,
-            self.bias,
-            self.running_mean,
-            self.running_var,
-            use_batch_stats,
-            momentum,
-            self.eps,
-            self.relu,
-        )
+        stats = (self.running_mean, self.running_var, use_batch_stats, momentum, self.eps)
+        if residual is not None:
+            y, _, _, new_mean, new_var = batch_norm_add_relu(
+                x, residual, self.weight, self.bias, *stats
+            )
+        else:
+            y, _, _, new_mean, new_var = batch_norm_relu(
+                x, self.weight, self.bias, *stats, self.relu
+            )
         if self.training and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.running_mean.copy_(new_mean)

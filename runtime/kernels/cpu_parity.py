@@ -46,16 +46,22 @@ def _batchnorm_mismatch(dtype: torch.dtype, channels_last: bool) -> str | None:
     x = torch.randn(4, 6, 5, 5).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    expected, got = F.relu(reference(x1)), fused(x2)
-    grad = torch.randn_like(expected)
-    (want,) = torch.autograd.grad(expected, x1, grad)
-    (have,) = torch.autograd.grad(got, x2, grad)
+    residual = torch.randn_like(x)
     tol = 1e-4 if dtype == torch.float32 else 3e-2
-    close = torch.allclose(got.float(), expected.float(), atol=tol, rtol=tol)
-    close = close and torch.allclose(have.float(), want.float(), atol=tol, rtol=tol)
-    if not close:
-        return f"fused batch norm differs from ATen ({dtype}, channels_last={channels_last})"
+    for with_residual in (False, True):
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        if with_residual:  # relu(bn(x) + r), the end of a residual block
+            expected, got = F.relu(reference(x1) + residual), fused(x2, residual)
+        else:
+            expected, got = F.relu(reference(x1)), fused(x2)
+        grad = torch.randn_like(expected)
+        (want,) = torch.autograd.grad(expected, x1, grad)
+        (have,) = torch.autograd.grad(got, x2, grad)
+        close = torch.allclose(got.float(), expected.float(), atol=tol, rtol=tol)
+        close = close and torch.allclose(have.float(), want.float(), atol=tol, rtol=tol)
+        if not close:
+            kind = "batch norm + add + ReLU" if with_residual else "batch norm"
+            return f"fused {kind} differs from ATen ({dtype}, channels_last={channels_last})"
     return None
 
 

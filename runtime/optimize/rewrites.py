@@ -16,6 +16,7 @@ A model that torch.fx cannot trace is returned unchanged, with the reason in the
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,8 +228,10 @@ def fuse_relu_maxpool(graph_module: fx.GraphModule) -> int:
 def fuse_batchnorm(graph_module: fx.GraphModule) -> int:
     """Run every BatchNorm2d, and a ReLU right after it, through the fused kernel module.
 
-    The fused module takes the BatchNorm's place under the same name and shares its
-    Parameters and buffers, so the state_dict keeps its keys and values.
+    ``relu(bn(x) + r)``, the end of a residual block, becomes one call of the fused module
+    with the residual as its second input. The fused module takes the BatchNorm's place
+    under the same name and shares its Parameters and buffers, so the state_dict keeps its
+    keys and values.
     """
     from runtime.kernels.batchnorm import FusedBatchNorm2d
 
@@ -240,12 +243,43 @@ def fuse_batchnorm(graph_module: fx.GraphModule) -> int:
             continue
         users = list(node.users)
         relu = len(users) == 1 and _is_relu(graph_module, users[0])
-        graph_module.add_submodule(str(node.target), FusedBatchNorm2d.from_module(module, relu))
+        add = _residual_relu(graph_module, node) if not relu else None
+        fused = FusedBatchNorm2d.from_module(module, relu or add is not None)
+        graph_module.add_submodule(str(node.target), fused)
         if relu:
             users[0].replace_all_uses_with(node)
             graph.erase_node(users[0])
+        elif add is not None:
+            _fold_residual(graph, node, add)
         count += 1
     return count
+
+
+def _residual_relu(graph_module: fx.GraphModule, bn: fx.Node) -> fx.Node | None:
+    """The ``bn + r`` node whose only user is a ReLU, when ``bn``'s only user is it."""
+    users = list(bn.users)
+    if len(users) != 1:
+        return None
+    add = users[0]
+    is_add = add.op == "call_function" and add.target in (operator.add, torch.add)
+    if not is_add or add.kwargs or len(add.args) != 2 or len(add.users) != 1:
+        return None
+    other = add.args[1] if add.args[0] is bn else add.args[0]
+    if not isinstance(other, fx.Node) or other is bn:
+        return None
+    return add if _is_relu(graph_module, next(iter(add.users))) else None
+
+
+def _fold_residual(graph: fx.Graph, bn: fx.Node, add: fx.Node) -> None:
+    """``relu(bn(x) + r)`` → ``bn(x, r)``, placed where the add was (r is ready there)."""
+    relu = next(iter(add.users))
+    residual = add.args[1] if add.args[0] is bn else add.args[0]
+    with graph.inserting_before(add):
+        fused = graph.call_module(str(bn.target), (bn.args[0], residual))
+    relu.replace_all_uses_with(fused)
+    graph.erase_node(relu)
+    graph.erase_node(add)
+    graph.erase_node(bn)
 
 
 def drop_dropout(graph_module: fx.GraphModule) -> int:

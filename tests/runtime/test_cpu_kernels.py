@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.kernels import batchnorm, pool
-from runtime.kernels.batchnorm import FusedBatchNorm2d, batch_norm_relu
+from runtime.kernels.batchnorm import FusedBatchNorm2d, batch_norm_add_relu, batch_norm_relu
 from runtime.kernels.pool import fused_maxpool2x2, maxpool2x2
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -126,6 +126,66 @@ def test_batchnorm_matches_aten(
     torch.testing.assert_close(fused.running_mean, reference.running_mean)
     torch.testing.assert_close(fused.running_var, reference.running_var)
     assert int(fused.num_batches_tracked) == int(reference.num_batches_tracked)
+
+
+@pytest.mark.parametrize("shape", [(8, 16, 12, 12), (3, 6, 5, 9), (2, 24, 4, 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("kernel", [True, False], ids=["cpp", "aten_fallback"])
+def test_batchnorm_add_relu_matches_aten(
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    channels_last: bool,
+    training: bool,
+    kernel: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not kernel:
+        monkeypatch.setattr(batchnorm, "_module_for", lambda x: None)
+    reference, fused = _bn_pair(shape[1], training, True)
+    exact = copy.deepcopy(reference)  # fp32 ground truth for the bf16 comparisons
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.randn(*shape) * 2 + 0.5).to(dtype).contiguous(memory_format=fmt)
+    r = torch.randn(*shape).to(dtype).contiguous(memory_format=fmt)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    r1, r2 = r.clone().requires_grad_(), r.clone().requires_grad_()
+    expected = F.relu(reference(x1) + r1)
+    out = fused(x2, r2)
+    assert out.dtype == expected.dtype and out.is_contiguous(memory_format=fmt)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    out.backward(grad)
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
+    torch.testing.assert_close(out.float(), expected.float(), **tol)
+    # bf16: the fused kernel adds before rounding, ATen rounds bn(x) first, so a few
+    # elements within one bf16 step of zero land on the other side of the ReLU
+    flips = 0.0 if dtype == torch.float32 else 5e-3
+    for mine, theirs in ((x2.grad, x1.grad), (r2.grad, r1.grad)):
+        assert mine is not None and theirs is not None
+        far = ~torch.isclose(mine.float(), theirs.float(), **tol)
+        assert far.float().mean().item() <= flips, f"{int(far.sum())} of {far.numel()} differ"
+    F.relu(exact(x.float()) + r.float()).backward(grad.float())
+    for name in ("weight", "bias"):
+        mine, theirs, truth = (getattr(m, name).grad for m in (fused, reference, exact))
+        assert mine is not None and theirs is not None and truth is not None
+        if dtype == torch.float32:
+            torch.testing.assert_close(mine, theirs, atol=1e-3, rtol=1e-3)
+        else:  # flips move whole terms of a channel's sum: as far from fp32 as ATen's bf16
+            error, aten_error = (mine - truth).norm(), (theirs - truth).norm()
+            assert error <= 2 * aten_error + 1e-2 * truth.norm(), (name, error, aten_error)
+    torch.testing.assert_close(fused.running_mean, reference.running_mean)
+    torch.testing.assert_close(fused.running_var, reference.running_var)
+
+
+def test_batchnorm_add_relu_op_passes_opcheck() -> None:
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    r = torch.randn(4, 3, 5, 5, requires_grad=True)
+    w = torch.rand(3, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    torch.library.opcheck(
+        batch_norm_add_relu, (x, r, w, b, torch.zeros(3), torch.ones(3), True, 0.1, 1e-5)
+    )
 
 
 def test_batchnorm_momentum_none_is_a_cumulative_average() -> None:

@@ -86,3 +86,25 @@ def test_untraceable_model_is_declined_with_reason() -> None:
     same, report = rewrites.for_training(model)
     assert same is model
     assert report.declined[0].startswith("torch.fx cannot trace DataDependent")
+
+
+def test_residual_block_ends_fold_into_the_fused_batchnorm() -> None:
+    import operator
+
+    model, shape = _model("resnet20")
+    reference = copy.deepcopy(model)
+    rewritten, report = rewrites.for_training(model, cpu_kernels=True)
+    assert report.applied["fused_batchnorm"] == 21
+    graph = rewritten.graph  # type: ignore[union-attr]
+    adds = [n for n in graph.nodes if n.op == "call_function" and n.target is operator.add]
+    assert adds == []  # relu(bn(x) + shortcut) of all nine blocks is one call each
+    two_inputs = [n for n in graph.nodes if n.op == "call_module" and len(n.args) == 2]
+    assert len(two_inputs) == 9
+    x = torch.randn(4, *shape)
+    out, expected = rewritten(x), reference(x)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    grads = dict(rewritten.named_parameters())
+    for key, param in reference.named_parameters():
+        torch.testing.assert_close(grads[key].grad, param.grad, atol=1e-3, rtol=1e-3, msg=key)

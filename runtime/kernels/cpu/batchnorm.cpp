@@ -149,7 +149,9 @@ void stream_sums(const T* x, const T* dy, int64_t len, const Layout& l, const Co
   }
 }
 
-// ---- apply: y = relu?(a x + b) (forward) or dx = ga g + gk x + gd (backward) ----------------
+// ---- apply: y = relu?(a x + b [+ r]) (forward) or dx = ga g + gk x + gd (backward) ----------
+// `dy` is the output gradient in the backward; in the forward it is the residual r added
+// before the ReLU (the end of a residual block), or null.
 
 template <typename T, bool Backward>
 void stream_apply(const T* x, const T* dy, T* out, int64_t len, const Layout& l, const Consts& k,
@@ -173,6 +175,7 @@ void stream_apply(const T* x, const T* dy, T* out, int64_t len, const Layout& l,
                               _mm512_fmadd_ps(_mm512_loadu_ps(k.gk + q), xv, _mm512_loadu_ps(k.gd + q)));
         } else {
           v = _mm512_fmadd_ps(a, xv, b);
+          if (dy) v = _mm512_add_ps(v, load(dy + i + q, m));
           if (relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // NaN propagates, like torch
         }
         store(out + i + q, v, m);
@@ -191,6 +194,7 @@ void stream_apply(const T* x, const T* dy, T* out, int64_t len, const Layout& l,
       v = std::fma(k.ga[e], g, std::fma(k.gk[e], xv, k.gd[e]));
     } else {
       v = std::fma(k.a[e], xv, k.b[e]);
+      if (dy) v += static_cast<float>(dy[i]);
       if (relu) v = v > 0.f ? v : (v != v ? v : 0.f);
     }
     out[i] = static_cast<T>(v);
@@ -295,15 +299,22 @@ float param(const c10::optional<at::Tensor>& t, int64_t c, float otherwise) {
 }  // namespace
 
 // Training or eval forward: (y, mean, invstd, new running mean, new running var). The op is
-// functional: running statistics are read, and their updated values returned.
+// functional: running statistics are read, and their updated values returned. With a
+// residual r (same shape and dtype as the input), y = relu?(bn(x) + r) in the same pass.
 std::vector<at::Tensor> bn_forward(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
                                    const c10::optional<at::Tensor>& bias,
                                    const c10::optional<at::Tensor>& running_mean,
                                    const c10::optional<at::Tensor>& running_var, bool training,
-                                   double momentum, double eps, bool relu) {
+                                   double momentum, double eps, bool relu,
+                                   const c10::optional<at::Tensor>& residual) {
   TORCH_CHECK(input.dim() == 4 && input.device().is_cpu(), "batch_norm_relu: 4-D CPU input");
   const bool cl = is_channels_last(input);
-  const at::Tensor x = input.contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor x = input.contiguous(fmt);
+  const bool has_residual = residual && residual->defined();
+  const at::Tensor r = has_residual ? residual->contiguous(fmt) : at::Tensor();
+  TORCH_CHECK(!has_residual || (r.sizes() == x.sizes() && r.scalar_type() == x.scalar_type()),
+              "batch_norm_relu: the residual must have the input's shape and dtype");
   const Streams st = streams_of(x);
   const int64_t C = st.C, M = x.numel() / C;
   const Layout l = layout(C, cl);
@@ -347,8 +358,9 @@ std::vector<at::Tensor> bn_forward(const at::Tensor& input, const c10::optional<
   const PassConsts pc = spread_all(l, cl, C, {&a, &b});
   at::Tensor y = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_apply", [&] {
-    apply<scalar_t, false>(x.const_data_ptr<scalar_t>(), nullptr, y.mutable_data_ptr<scalar_t>(),
-                           st, l, pc, relu);
+    apply<scalar_t, false>(x.const_data_ptr<scalar_t>(),
+                           has_residual ? r.const_data_ptr<scalar_t>() : nullptr,
+                           y.mutable_data_ptr<scalar_t>(), st, l, pc, relu);
   });
   return {y, save_mean, save_invstd, new_mean, new_var};
 }
@@ -407,7 +419,8 @@ std::vector<at::Tensor> bn_backward(const at::Tensor& grad_out, const at::Tensor
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &bn_forward, "batch norm (+ReLU): (y, mean, invstd, running mean, running var)");
+  m.def("forward", &bn_forward,
+        "batch norm (+residual)(+ReLU): (y, mean, invstd, running mean, running var)");
   m.def("backward", &bn_backward, "its backward: (grad_input, grad_weight, grad_bias)");
   m.def("vectorized", &cnnc_simd::vectorized, "True when built with AVX-512");
 }
