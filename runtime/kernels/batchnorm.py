@@ -80,7 +80,10 @@ def _aten_forward(
         x, weight, bias, stats[0], stats[1], training, momentum, eps
     )
     if not training and running_mean is not None and running_var is not None:
-        mean, invstd = running_mean.to(torch.float32, copy=True), (running_var.float() + eps).rsqrt()
+        mean, invstd = (
+            running_mean.to(torch.float32, copy=True),
+            (running_var.float() + eps).rsqrt(),
+        )
     return y, mean, invstd, new_mean, new_var
 
 
@@ -254,6 +257,61 @@ def _backward_add(
 batch_norm_add_relu.register_autograd(_backward_add, setup_context=_setup_add)
 
 
+def _eager_module(x: Tensor, residual: Tensor | None) -> object | None:
+    """The C++ module when the call can skip the custom op: plain CPU tensors, not traced."""
+    if type(x) is not Tensor or (residual is not None and type(residual) is not Tensor):
+        return None
+    if residual is not None and (residual.dtype != x.dtype or residual.shape != x.shape):
+        return None
+    return _module_for(x)
+
+
+class _EagerBatchNorm(torch.autograd.Function):
+    """The eager path: the custom ops' C++ kernels and autograd, minus the custom-op
+    machinery's per-call Python cost (measured here: 376 µs for a forward and backward of
+    a small batch norm through the op, 144 µs through this Function, 152 µs for ATen's).
+    torch.compile and torch.export still see the custom ops (``_eager_module`` is None)."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        module: object,
+        x: Tensor,
+        residual: Tensor | None,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        training: bool,
+        momentum: float,
+        eps: float,
+        relu: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        y, mean, invstd, new_mean, new_var = module.forward(  # type: ignore[attr-defined]
+            x, weight, bias, running_mean, running_var, training, momentum, eps, relu, residual
+        )
+        saved = (x, weight, bias, mean, invstd, y if residual is not None else None)
+        ctx.save_for_backward(*saved)  # type: ignore[arg-type]
+        ctx.flags = (module, relu, training)  # type: ignore[attr-defined]
+        ctx.mark_non_differentiable(new_mean, new_var)
+        return y, new_mean, new_var
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor, *_: object
+    ) -> tuple[Tensor | None, ...]:
+        x, weight, bias, mean, invstd, y = ctx.saved_tensors  # type: ignore[attr-defined]
+        module, relu, training = ctx.flags  # type: ignore[attr-defined]
+        masked = None if y is None else torch.ops.aten.threshold_backward(grad, y, 0)
+        dx, dw, db = module.backward(
+            grad if masked is None else masked, x, weight, bias, mean, invstd,
+            relu and masked is None, training,
+        )  # fmt: skip
+        grad_weight = dw.to(weight.dtype) if weight is not None else None
+        grad_bias = db.to(weight.dtype) if bias is not None and weight is not None else None
+        return None, dx, masked, grad_weight, grad_bias, None, None, None, None, None, None
+
+
 class FusedBatchNorm2d(nn.BatchNorm2d):
     """A BatchNorm2d (+ ReLU) running the fused op; shares the wrapped module's tensors."""
 
@@ -288,7 +346,14 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
             if self.momentum is None:  # cumulative moving average
                 momentum = 1.0 / float(self.num_batches_tracked)
         stats = (self.running_mean, self.running_var, use_batch_stats, momentum, self.eps)
-        if residual is not None:
+        # torch.compile and torch.export trace the custom ops
+        module = None if torch.compiler.is_compiling() else _eager_module(x, residual)
+        if module is not None:
+            y, new_mean, new_var = _EagerBatchNorm.apply(
+                module, x, residual, self.weight, self.bias, *stats,
+                self.relu or residual is not None,
+            )  # fmt: skip
+        elif residual is not None:
             y, _, _, new_mean, new_var = batch_norm_add_relu(
                 x, residual, self.weight, self.bias, *stats
             )

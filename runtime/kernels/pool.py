@@ -86,8 +86,41 @@ def _backward(
 maxpool2x2.register_autograd(_backward, setup_context=_setup)
 
 
+class _EagerMaxPool(torch.autograd.Function):
+    """The eager path: the op's C++ kernels and autograd without the custom-op machinery's
+    per-call Python cost; torch.compile and torch.export still see the custom op."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, module: object, x: Tensor, relu: bool
+    ) -> Tensor:
+        y, index = module.forward(x.contiguous(memory_format=_format(x)), relu)  # type: ignore[attr-defined]
+        ctx.save_for_backward(index)
+        ctx.state = (module, x.shape[-2], x.shape[-1])  # type: ignore[attr-defined]
+        result: Tensor = y
+        return result
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[None, Tensor, None]:
+        (index,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        module, height, width = ctx.state  # type: ignore[attr-defined]
+        return None, module.backward(grad, index, height, width), None
+
+
+def _eager_module(x: Tensor) -> object | None:
+    """The C++ module when the call can skip the custom op: a plain CPU tensor."""
+    return load("pool2x2") if type(x) is Tensor and x.device.type == "cpu" else None
+
+
 def fused_maxpool2x2(x: Tensor, relu: bool = False) -> Tensor:
     """``relu(max_pool2d(x, 2))`` (or without the ReLU) through the fused op."""
+    if not torch.compiler.is_compiling():  # compile and export trace the custom op
+        module = _eager_module(x)
+        if module is not None:
+            eager: Tensor = _EagerMaxPool.apply(module, x, relu)
+            return eager
     pooled: Tensor = maxpool2x2(x, relu)[0]
     return pooled
 

@@ -39,9 +39,17 @@ def test_kernels_are_built_here() -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("relu", ["none", "before", "after"])
+@pytest.mark.parametrize("path", ["eager", "op"])
 def test_pool_is_bit_exact(
-    shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool, relu: str
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    channels_last: bool,
+    relu: str,
+    path: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if path == "op":  # what torch.compile and torch.export run: the custom op
+        monkeypatch.setattr(pool, "_eager_module", lambda x: None)
     x = _input(shape, dtype, channels_last)
     reference = {
         "none": lambda t: F.max_pool2d(t, 2),
@@ -103,9 +111,18 @@ def _bn_pair(channels: int, training: bool, relu: bool) -> tuple[nn.Module, Fuse
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("path", ["eager", "op"])
 def test_batchnorm_matches_aten(
-    shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool, relu: bool, training: bool
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    channels_last: bool,
+    relu: bool,
+    training: bool,
+    path: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if path == "op":  # what torch.compile and torch.export run: the custom op
+        monkeypatch.setattr(batchnorm, "_eager_module", lambda x, residual: None)
     reference, fused = _bn_pair(shape[1], training, relu)
     x = (torch.randn(*shape) * 2 + 0.5).to(dtype)
     if channels_last:
@@ -132,16 +149,18 @@ def test_batchnorm_matches_aten(
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("kernel", [True, False], ids=["cpp", "aten_fallback"])
+@pytest.mark.parametrize("path", ["eager", "op", "aten_fallback"])
 def test_batchnorm_add_relu_matches_aten(
     shape: tuple[int, ...],
     dtype: torch.dtype,
     channels_last: bool,
     training: bool,
-    kernel: bool,
+    path: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not kernel:
+    if path != "eager":
+        monkeypatch.setattr(batchnorm, "_eager_module", lambda x, residual: None)
+    if path == "aten_fallback":
         monkeypatch.setattr(batchnorm, "_module_for", lambda x: None)
     reference, fused = _bn_pair(shape[1], training, True)
     exact = copy.deepcopy(reference)  # fp32 ground truth for the bf16 comparisons
