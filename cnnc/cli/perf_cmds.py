@@ -245,6 +245,7 @@ def tune_command(
                 "cached": result.cached,
                 "key": result.key,
                 "measured": [m.to_dict() for m in result.measurements],
+                "finals": [m.to_dict() for m in result.finals],
             }
         )
         return
