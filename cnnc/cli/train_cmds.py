@@ -87,10 +87,7 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train SPEC as its train: section says; writes runs/<name>/<n>/."""
-    from runtime.optimize.allocator import keep_freed_memory
-
     compiled = compile_spec(spec)
-    keep_freed_memory()  # before tuning, so the tune measures what training will run under
     with runtime_errors(compiled):
         config = train_config(compiled, epochs, batch_size)
         flags = {
