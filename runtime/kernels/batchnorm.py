@@ -99,11 +99,26 @@ def _(
     eps: float,
     relu: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    channels = x.shape[1]
-    stats = x.new_empty((channels,), dtype=torch.float32)
+    return _fake_outputs(x, x.dtype, running_mean, running_var)
+
+
+def _fake_outputs(
+    x: Tensor, dtype: torch.dtype, running_mean: Tensor | None, running_var: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The shapes both forward ops return: y, batch mean, invstd, new running stats."""
+    stats = x.new_empty((x.shape[1],), dtype=torch.float32)
     new_mean = torch.empty_like(running_mean) if running_mean is not None else x.new_empty(0)
     new_var = torch.empty_like(running_var) if running_var is not None else x.new_empty(0)
-    return torch.empty_like(x), stats, torch.empty_like(stats), new_mean, new_var
+    return torch.empty_like(x, dtype=dtype), stats, torch.empty_like(stats), new_mean, new_var
+
+
+def _param_grads(
+    dw: Tensor, db: Tensor, weight: Tensor | None, has_bias: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """The kernels' fp32 weight and bias gradients in the parameters' dtype."""
+    if weight is None:
+        return None, None
+    return dw.to(weight.dtype), db.to(weight.dtype) if has_bias else None
 
 
 @torch.library.custom_op("cnnc_runtime::batch_norm_relu_backward", mutates_args=())
@@ -172,9 +187,7 @@ def _backward(
     x, weight, bias, mean, invstd = ctx.saved_tensors  # type: ignore[attr-defined]
     relu, training, has_bias = ctx.flags  # type: ignore[attr-defined]
     dx, dw, db = batch_norm_relu_backward(grad, x, weight, bias, mean, invstd, relu, training)
-    grad_weight = dw.to(weight.dtype) if weight is not None else None
-    grad_bias = db.to(weight.dtype) if has_bias and weight is not None else None
-    return dx, grad_weight, grad_bias, None, None, None, None, None, None
+    return dx, *_param_grads(dw, db, weight, has_bias), None, None, None, None, None, None
 
 
 batch_norm_relu.register_autograd(_backward, setup_context=_setup)
@@ -222,11 +235,8 @@ def _(
     momentum: float,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    stats = x.new_empty((x.shape[1],), dtype=torch.float32)
-    new_mean = torch.empty_like(running_mean) if running_mean is not None else x.new_empty(0)
-    new_var = torch.empty_like(running_var) if running_var is not None else x.new_empty(0)
-    y = torch.empty_like(x, dtype=torch.promote_types(x.dtype, residual.dtype))
-    return y, stats, torch.empty_like(stats), new_mean, new_var
+    dtype = torch.promote_types(x.dtype, residual.dtype)
+    return _fake_outputs(x, dtype, running_mean, running_var)
 
 
 def _setup_add(
@@ -249,9 +259,8 @@ def _backward_add(
     dx, dw, db = batch_norm_relu_backward(
         masked.to(x.dtype), x, weight, bias, mean, invstd, False, training
     )
-    grad_weight = dw.to(weight.dtype) if weight is not None else None
-    grad_bias = db.to(weight.dtype) if has_bias and weight is not None else None
-    return dx, masked.to(residual_dtype), grad_weight, grad_bias, None, None, None, None, None
+    grads = _param_grads(dw, db, weight, has_bias)
+    return dx, masked.to(residual_dtype), *grads, None, None, None, None, None
 
 
 batch_norm_add_relu.register_autograd(_backward_add, setup_context=_setup_add)
@@ -307,9 +316,8 @@ class _EagerBatchNorm(torch.autograd.Function):
             grad if masked is None else masked, x, weight, bias, mean, invstd,
             relu and masked is None, training,
         )  # fmt: skip
-        grad_weight = dw.to(weight.dtype) if weight is not None else None
-        grad_bias = db.to(weight.dtype) if bias is not None and weight is not None else None
-        return None, dx, masked, grad_weight, grad_bias, None, None, None, None, None, None
+        grads = _param_grads(dw, db, weight, bias is not None)
+        return None, dx, masked, *grads, None, None, None, None, None, None
 
 
 class FusedBatchNorm2d(nn.BatchNorm2d):
