@@ -26,9 +26,8 @@ from cnnc.compiler import Compiled, SpecInput, build, compile_spec, generate_cod
 from cnnc.errors import CnncError, Location, Problem
 from runtime.errors import RuntimeFailure
 from runtime.export import Artifact, ExportResult, export_model, load_artifact
-from runtime.export.manifest import manifest_path
+from runtime.export.manifest import SUFFIXES, manifest_path
 
-SUFFIXES = {"pt2": ".pt2", "aoti": ".pt2", "onnx": ".onnx", "py": ".py"}
 _BY_SUFFIX = {".pt2": "pt2", ".onnx": "onnx", ".py": "py"}
 _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 

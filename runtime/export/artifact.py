@@ -21,6 +21,7 @@ from runtime.errors import ArtifactError
 from runtime.export import formats
 from runtime.export.manifest import (
     FORMATS,
+    SUFFIXES,
     Manifest,
     Target,
     check,
@@ -40,11 +41,6 @@ class ExportResult:
     files: list[Path]
     manifest: Manifest
     notes: list[str] = field(default_factory=list)
-
-
-def _suffix_problem(fmt: str, path: Path) -> str | None:
-    expected = {"pt2": ".pt2", "aoti": ".pt2", "onnx": ".onnx", "py": ".py"}[fmt]
-    return None if path.suffix == expected else expected
 
 
 def export_model(
@@ -82,8 +78,8 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ArtifactError(f"Unknown format {fmt!r}. One of {', '.join(FORMATS)} was expected.")
-    expected = _suffix_problem(fmt, path)
-    if expected is not None:
+    expected = SUFFIXES[fmt]
+    if path.suffix != expected:
         raise ArtifactError(
             f"A {fmt} artifact is written to a {expected} file. Received: {path}.",
             hint=f"name the output {path.with_suffix(expected).name}",

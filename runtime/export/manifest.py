@@ -26,6 +26,7 @@ from runtime.train.checkpoint import atomic_write
 MANIFEST_VERSION = 1
 SUFFIX = ".manifest.json"
 FORMATS = ("pt2", "aoti", "onnx", "py")
+SUFFIXES = {"pt2": ".pt2", "aoti": ".pt2", "onnx": ".onnx", "py": ".py"}  # of each format's file
 # CPU vector ISAs in increasing order; code compiled for one runs on it and those after it.
 _CPU_ISAS = ("DEFAULT", "AVX2", "AVX512")
 
