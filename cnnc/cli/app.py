@@ -11,7 +11,8 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from functools import wraps
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,6 +32,8 @@ stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_INVALID = 1
+SpecArg = Annotated[Path, typer.Argument(help="A spec file (YAML or JSON).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -20,13 +20,10 @@ from cnnc.artifacts import (
     format_of,
     target_device,
 )
-from cnnc.cli.app import app, print_json, stderr, stdout, user_errors
+from cnnc.cli.app import JsonOpt, SpecArg, app, print_json, stderr, stdout, user_errors
 from cnnc.compiler import compile_spec
 from runtime.export import Artifact, load_artifact, manifest_path
 from runtime.export.manifest import FORMATS
-
-SpecArg = Annotated[Path, typer.Argument(help="A spec file (YAML or JSON).", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
 def is_artifact(path: Path) -> bool:
@@ -102,9 +99,7 @@ def export_command(
         stdout.print(f"wrote {path}", markup=False)
 
 
-def predict_artifact(
-    path: Path, images: list[Path], top: int, device: str
-) -> tuple[list[str], torch.Tensor]:
+def predict_artifact(path: Path, images: list[Path], device: str) -> tuple[list[str], torch.Tensor]:
     """Class names and softmax probabilities of image files, from an artifact alone."""
     from cnnc.cli.images import read_images
     from runtime.train.transforms import Preprocess

@@ -20,14 +20,21 @@ from cnnc.analysis import (
     parse_bytes,
     summarize,
 )
-from cnnc.cli.app import EXIT_INVALID, app, print_json, print_problems, stdout, user_errors
+from cnnc.cli.app import (
+    EXIT_INVALID,
+    JsonOpt,
+    SpecArg,
+    app,
+    print_json,
+    print_problems,
+    stdout,
+    user_errors,
+)
 from cnnc.compiler import Compiled, compile_spec, generate_code
 from cnnc.errors import CnncError, Location, Problem, SourceError
 from cnnc.schema import json_schema
 from cnnc.shapes import fmt
 
-SpecArg = Annotated[Path, typer.Argument(help="A spec file (YAML or JSON).", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Batch size for activation memory.")]
 MemoryOpt = Annotated[
     str | None,

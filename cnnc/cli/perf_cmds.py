@@ -11,7 +11,8 @@ from rich.table import Table
 
 from cnnc.artifacts import ArtifactFailure
 from cnnc.baselines import BASELINES
-from cnnc.cli.app import app, print_json, stderr, stdout, user_errors
+from cnnc.cli.app import JsonOpt, SpecArg, app, print_json, stderr, stdout, user_errors
+from cnnc.cli.artifact_cmds import artifact_device, is_artifact, open_artifact
 from cnnc.cli.optimize_opts import DeviceOpt, workload
 from cnnc.compiler import Compiled, compile_spec
 from cnnc.errors import Location, Problem
@@ -29,9 +30,7 @@ from runtime.export import manifest_path
 from runtime.optimize.autotune import TuneResult, tune
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
 
-SpecArg = Annotated[Path, typer.Argument(help="A spec file (YAML or JSON).", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Images per step.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 RoundsOpt = Annotated[int, typer.Option(min=3, help="Interleaved rounds (the median is kept).")]
 StepsOpt = Annotated[int, typer.Option(min=1, help="Steps timed per round.")]
 RefreshOpt = Annotated[bool, typer.Option("--refresh", help="Re-tune even if a choice is cached.")]
@@ -112,8 +111,6 @@ def bench(
 
     Given an exported artifact instead of a spec, time its inference against the eager model.
     """
-    from cnnc.cli.artifact_cmds import is_artifact
-
     if is_artifact(spec):
         _bench_artifact(spec, batch, device, Schedule(3, rounds, steps * 2), json_out)
         return
@@ -168,8 +165,6 @@ def _bench_artifact(
     path: Path, batch: int, device: str, schedule: Schedule, json_out: bool
 ) -> None:
     """Inference of an exported artifact against the eager model its manifest records."""
-    from cnnc.cli.artifact_cmds import artifact_device, open_artifact
-
     artifact = open_artifact(path, device)
     source = artifact.manifest.producer.get("spec", {}).get("source")
     if not isinstance(source, str):

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cnnc.cli.app import app, print_json, stderr, stdout, user_errors
+from cnnc.cli.app import JsonOpt, SpecArg, app, print_json, stderr, stdout, user_errors
+from cnnc.cli.artifact_cmds import is_artifact, predict_artifact
 from cnnc.cli.optimize_opts import (
     AmpOpt,
     ChannelsLastOpt,
@@ -34,8 +35,6 @@ from runtime.train import ConsoleReporter, evaluate, fit, predict, prepare_data,
 from runtime.train.config import TrainConfig
 from runtime.train.metrics import EvalResult
 
-SpecArg = Annotated[Path, typer.Argument(help="A spec file (YAML or JSON).", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 WeightsOpt = Annotated[
     Path,
     typer.Option(
@@ -237,10 +236,8 @@ def predict_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Classify image files with trained weights, or with an exported artifact."""
-    from cnnc.cli.artifact_cmds import is_artifact, predict_artifact
-
     if is_artifact(spec):
-        names, probabilities = predict_artifact(spec, images, top, device)
+        names, probabilities = predict_artifact(spec, images, device)
     elif weights is None:
         raise typer.BadParameter("a spec needs --weights (or give an exported artifact)")
     else:

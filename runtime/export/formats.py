@@ -32,6 +32,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.export.pt2_archive.constants import (
+    TENSOR_CONSTANT_FILENAME_PREFIX,
+    WEIGHT_FILENAME_PREFIX,
+)
 
 from runtime.errors import ArtifactError
 from runtime.train.checkpoint import atomic_write, load_weights, save_weights
@@ -204,7 +208,7 @@ def _refuse_pickles(path: Path) -> None:
                 config = json.loads(archive.read(name)).get("config", {})
                 for fqn, entry in config.items():
                     if entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(
-                        ("weight_", "tensor_", "constant_")
+                        (WEIGHT_FILENAME_PREFIX, TENSOR_CONSTANT_FILENAME_PREFIX)
                     ):
                         raise ArtifactError(
                             f"{path} stores '{fqn}' as a pickled object; cnnc loads only "
