@@ -24,6 +24,9 @@ VARIANTS = {
     "rewrites+cpu_kernels+channels_last+bf16": OptimizeConfig(
         rewrites=True, cpu_kernels=True, channels_last=True, amp="bf16"
     ),
+    "rewrites+cpu_kernels+channels_last+bf16+cache_memory": OptimizeConfig(
+        rewrites=True, cpu_kernels=True, channels_last=True, amp="bf16", cache_memory=True
+    ),
     "fused_conv_relu": OptimizeConfig(fused_conv_relu=True, channels_last=True),
 }
 GPU = [
@@ -36,7 +39,7 @@ def _applies(config: OptimizeConfig, device: str) -> bool:
     """CPU kernels run on CPU; the fused Triton conv and CUDA graphs on CUDA."""
     if device == "cpu":
         return not (config.fused_conv_relu or config.cuda_graphs)
-    return not config.cpu_kernels
+    return not (config.cpu_kernels or config.cache_memory)
 
 
 CASES = [
@@ -87,7 +90,7 @@ def test_training_step(benchmark: Any, spec: str, variant: str, device: str) -> 
 @pytest.mark.smoke
 def test_smoke(benchmark: Any) -> None:
     """The quick case CI runs: one small spec, eager and cnnc's kernels, a few rounds."""
-    for config in (EAGER, VARIANTS["rewrites+cpu_kernels"]):
+    for config in (EAGER, VARIANTS["rewrites+cpu_kernels+channels_last+bf16+cache_memory"]):
         run = make_step("digits", config, "cpu", 32)
         assert torch.isfinite(run())
     benchmark.pedantic(make_step("digits", EAGER, "cpu", 32), rounds=3, iterations=1)

@@ -125,7 +125,7 @@ def _runner(
         return (lambda: step(x, y)), prepared
 
     def infer() -> Tensor:
-        with torch.inference_mode(), prepared.autocast():
+        with torch.inference_mode(), prepared.memory(), prepared.autocast():
             return prepared.run(prepared.input(x))
 
     return infer, prepared

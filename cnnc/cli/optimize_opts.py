@@ -44,6 +44,10 @@ CpuKernelsOpt = Annotated[
     bool | None,
     typer.Option("--cpu-kernels/--no-cpu-kernels", help="cnnc's fused C++ CPU kernels."),
 ]
+CacheMemoryOpt = Annotated[
+    bool | None,
+    typer.Option("--cache-memory/--no-cache-memory", help="Keep CPU buffers across steps (CPU)."),
+]
 FusedConvReluOpt = Annotated[
     bool | None,
     typer.Option("--fused-conv-relu/--no-fused-conv-relu", help="Triton conv+ReLU (CUDA)."),

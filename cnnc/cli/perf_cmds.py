@@ -66,10 +66,8 @@ def training_variants(
     ]
     ours = [OptimizeConfig(rewrites=True, channels_last=True)]
     if device.type == "cpu":
-        ours += [
-            OptimizeConfig(rewrites=True, cpu_kernels=True),
-            OptimizeConfig(rewrites=True, cpu_kernels=True, channels_last=True, amp="bf16"),
-        ]
+        kernels = OptimizeConfig(rewrites=True, cpu_kernels=True, cache_memory=True)
+        ours += [kernels, kernels.with_(channels_last=True, amp="bf16")]
     else:
         ours += [
             OptimizeConfig(fused_conv_relu=True, channels_last=True),
@@ -88,10 +86,8 @@ def inference_variants(device: torch.device, auto: OptimizeConfig) -> list[Varia
         OptimizeConfig(rewrites=True, compile="default"),
     ]
     if device.type == "cpu":
-        configs += [
-            OptimizeConfig(rewrites=True, cpu_kernels=True),
-            OptimizeConfig(rewrites=True, cpu_kernels=True, amp="bf16"),
-        ]
+        kernels = OptimizeConfig(rewrites=True, cpu_kernels=True, cache_memory=True)
+        configs += [kernels, kernels.with_(amp="bf16")]
     return [*(Variant(c.name, c) for c in configs), Variant("auto", auto)]
 
 

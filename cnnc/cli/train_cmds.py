@@ -18,6 +18,7 @@ from cnnc.cli.app import JsonOpt, SpecArg, app, print_json, stderr, stdout, user
 from cnnc.cli.artifact_cmds import is_artifact, predict_artifact
 from cnnc.cli.optimize_opts import (
     AmpOpt,
+    CacheMemoryOpt,
     ChannelsLastOpt,
     CompileOpt,
     CpuKernelsOpt,
@@ -81,6 +82,7 @@ def train(
     amp: AmpOpt = None,
     rewrites: RewritesOpt = None,
     cpu_kernels: CpuKernelsOpt = None,
+    cache_memory: CacheMemoryOpt = None,
     fused_conv_relu: FusedConvReluOpt = None,
     cuda_graphs: CudaGraphsOpt = None,
     json_out: JsonOpt = False,
@@ -95,6 +97,7 @@ def train(
             "amp": amp,
             "rewrites": rewrites,
             "cpu_kernels": cpu_kernels,
+            "cache_memory": cache_memory,
             "fused_conv_relu": fused_conv_relu,
             "cuda_graphs": cuda_graphs,
         }

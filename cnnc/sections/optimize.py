@@ -8,6 +8,7 @@ of numerics, so ``auto`` considers it only when ``precision`` allows it::
     optimize: {auto: true, precision: [fp32, bf16]}
     optimize: {channels_last: true, amp: bf16, compile: default}
     optimize: {rewrites: true, cpu_kernels: true}   # exact rewrites + cnnc's CPU kernels
+    optimize: {cpu_kernels: true, cache_memory: true}  # ... and CPU buffers kept across steps
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ FIXED = (
     "cuda_graphs",
     "rewrites",
     "cpu_kernels",
+    "cache_memory",
 )
 
 
@@ -53,6 +55,7 @@ class OptimizeSection(BaseModel):
     cuda_graphs: Bool = False
     rewrites: Bool = False
     cpu_kernels: Bool = False
+    cache_memory: Bool = False
 
     @model_validator(mode="after")
     def _auto_or_fixed(self) -> OptimizeSection:
@@ -76,6 +79,7 @@ class OptimizeSection(BaseModel):
             cuda_graphs=self.cuda_graphs,
             rewrites=self.rewrites,
             cpu_kernels=self.cpu_kernels,
+            cache_memory=self.cache_memory,
         )
 
     @property

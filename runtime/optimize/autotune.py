@@ -59,10 +59,8 @@ def candidates(
         OptimizeConfig(compile="default", rewrites=True, channels_last=True),
     ]
     if device.type == "cpu":
-        fp32 += [
-            OptimizeConfig(rewrites=True, cpu_kernels=True),
-            OptimizeConfig(rewrites=True, cpu_kernels=True, channels_last=True),
-        ]
+        ours = OptimizeConfig(rewrites=True, cpu_kernels=True, cache_memory=True)
+        fp32 += [ours, ours.with_(channels_last=True)]
     if device.type == "cuda":
         fp32 += [
             OptimizeConfig(compile="default", cuda_graphs=True, channels_last=True),
@@ -78,10 +76,8 @@ def candidates(
             OptimizeConfig(compile="default", channels_last=True, amp=amp),
         ]
         if device.type == "cpu":
-            out += [
-                OptimizeConfig(rewrites=True, cpu_kernels=True, amp=amp),
-                OptimizeConfig(rewrites=True, cpu_kernels=True, channels_last=True, amp=amp),
-            ]
+            ours = OptimizeConfig(rewrites=True, cpu_kernels=True, cache_memory=True, amp=amp)
+            out += [ours, ours.with_(channels_last=True)]
         if device.type == "cuda":
             out += [
                 OptimizeConfig(compile="default", cuda_graphs=True, channels_last=True, amp=amp)

@@ -23,6 +23,9 @@ class OptimizeConfig:
             removal and conv+batchnorm folding).
         cpu_kernels: cnnc's fused C++ CPU kernels: [ReLU +] 2x2 max-pooling (exact) and
             BatchNorm2d [+ ReLU] (within floating-point tolerance). CPU only.
+        cache_memory: a caching CPU allocator during the step: freed buffers are reused
+            instead of going back to glibc (which returns them to the kernel, so the next
+            step faults every page in again). CPU only.
     """
 
     compile: CompileMode = "off"
@@ -32,6 +35,7 @@ class OptimizeConfig:
     cuda_graphs: bool = False
     rewrites: bool = False
     cpu_kernels: bool = False
+    cache_memory: bool = False
 
     @property
     def name(self) -> str:
@@ -51,6 +55,8 @@ class OptimizeConfig:
             parts.append("compile" if self.compile == "default" else f"compile-{self.compile}")
         if self.cuda_graphs:
             parts.append("cuda_graphs")
+        if self.cache_memory:
+            parts.append("cache_memory")
         return "+".join(parts) or "eager"
 
     @property

@@ -38,6 +38,7 @@ class Prepared:
     device: torch.device
     notes: list[str] = field(default_factory=list)
     compile_error: str | None = None
+    cache_memory: bool = False
 
     def input(self, x: Tensor) -> Tensor:
         """Move a batch to the device and memory format the model expects."""
@@ -54,6 +55,17 @@ class Prepared:
             return
         dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
         with torch.autocast(self.device.type, dtype=dtype):
+            yield
+
+    @contextlib.contextmanager
+    def memory(self) -> Iterator[None]:
+        """The configuration's allocator: CPU buffers cached across steps, or torch's own."""
+        if not self.cache_memory:
+            yield
+            return
+        from runtime.kernels.memory import caching_allocator
+
+        with caching_allocator():
             yield
 
     def run(self, x: Tensor) -> Tensor:
@@ -125,12 +137,28 @@ def prepare(
     eager = model
     if config.cuda_graphs and device.type != "cuda":
         notes.append("cuda_graphs declined: needs a CUDA device")
+    cache_memory = config.cache_memory and _cache_memory_ready(device, notes)
     if config.compile != "off":
         mode = config.compile
         if config.cuda_graphs and device.type == "cuda" and mode == "default":
             mode = "reduce-overhead"  # inductor's CUDA-graph mode
         model = torch.compile(model, mode=mode)  # type: ignore[assignment]
-    return Prepared(model, eager, config, device, notes)
+    return Prepared(model, eager, config, device, notes, cache_memory=cache_memory)
+
+
+def _cache_memory_ready(device: torch.device, notes: list[str]) -> bool:
+    if device.type != "cpu":
+        notes.append("cache_memory declined: the caching allocator is for CPU memory")
+        return False
+    from runtime.kernels import memory
+
+    if not memory.available():
+        notes.append(
+            "cache_memory declined: the allocator extension is not available (see the log)"
+        )
+        return False
+    memory.limit()  # a bad $CNNC_CPU_CACHE_BYTES is reported here, before training starts
+    return True
 
 
 def _cpu_kernels_ready(device: torch.device, notes: list[str]) -> bool:
@@ -183,16 +211,17 @@ class TrainStep:
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """One optimizer step on batch (x, y); returns the loss, detached."""
         prepared = self.prepared
-        x = prepared.input(x)
-        y = y.to(prepared.device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        with prepared.autocast():
-            loss = self.loss_fn(prepared.run(x), y)
-        if self.scaler is not None:
-            torch.autograd.backward(self.scaler.scale(loss))
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            torch.autograd.backward(loss)
-            self.optimizer.step()
-        return loss.detach()
+        with prepared.memory():
+            x = prepared.input(x)
+            y = y.to(prepared.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            with prepared.autocast():
+                loss = self.loss_fn(prepared.run(x), y)
+            if self.scaler is not None:
+                torch.autograd.backward(self.scaler.scale(loss))
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                torch.autograd.backward(loss)
+                self.optimizer.step()
+            return loss.detach()

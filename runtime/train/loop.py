@@ -166,31 +166,32 @@ class _Trainer:
         s = self.s
         prepared = s.prepared
         assert prepared is not None
-        s.optimizer.zero_grad(set_to_none=True)
-        x = prepared.input(x)
-        with prepared.autocast():
-            outputs = prepared.run(x)  # (B, K)
-            loss = s.loss_fn(outputs, y)
-        value, stop, bad = self._sync(loss)
-        if bad:
-            raise self._nonfinite(value)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(s.optimizer)
-        else:
-            loss.backward()
-        self.grad_norms = self._grad_norms() if self._logs_grads() else None
-        if self.config.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(s.model.parameters(), self.config.clip_grad_norm)
-        s.step_lr = self._lr()  # the lr this step uses; the scheduler moves it next
-        if self.scaler is not None:
-            self.scaler.step(s.optimizer)
-            self.scaler.update()
-        else:
-            s.optimizer.step()
-        s.scheduler.step()
-        self.totals.add(loss, outputs, y)
-        return value, stop
+        with prepared.memory():  # cnnc's CPU buffer cache, when the configuration has it
+            s.optimizer.zero_grad(set_to_none=True)
+            x = prepared.input(x)
+            with prepared.autocast():
+                outputs = prepared.run(x)  # (B, K)
+                loss = s.loss_fn(outputs, y)
+            value, stop, bad = self._sync(loss)
+            if bad:
+                raise self._nonfinite(value)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(s.optimizer)
+            else:
+                loss.backward()
+            self.grad_norms = self._grad_norms() if self._logs_grads() else None
+            if self.config.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(s.model.parameters(), self.config.clip_grad_norm)
+            s.step_lr = self._lr()  # the lr this step uses; the scheduler moves it next
+            if self.scaler is not None:
+                self.scaler.step(s.optimizer)
+                self.scaler.update()
+            else:
+                s.optimizer.step()
+            s.scheduler.step()
+            self.totals.add(loss, outputs, y)
+            return value, stop
 
     def _sync(self, loss: Tensor) -> tuple[float, bool, bool]:
         """(global mean loss, stop requested anywhere, loss non-finite anywhere)."""
@@ -414,3 +415,7 @@ def fit(
         return result
     finally:
         teardown(context, clean=clean)
+        if optimize.cache_memory:
+            from runtime.kernels.memory import empty_cache
+
+            empty_cache()  # the step's cached buffers are no use after training
