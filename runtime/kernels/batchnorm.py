@@ -311,13 +311,12 @@ class _EagerBatchNorm(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         x, weight, bias, mean, invstd, y = ctx.saved_tensors  # type: ignore[attr-defined]
         module, relu, training = ctx.flags  # type: ignore[attr-defined]
-        masked = None if y is None else torch.ops.aten.threshold_backward(grad, y, 0)
-        dx, dw, db = module.backward(
-            grad if masked is None else masked, x, weight, bias, mean, invstd,
-            relu and masked is None, training,
-        )  # fmt: skip
+        # At a residual block's end the kernel masks with y > 0 and also returns the masked
+        # gradient, which is the residual's.
+        dx, dw, db, *masked = module.backward(grad, x, weight, bias, mean, invstd,
+                                              relu and y is None, training, y)  # fmt: skip
         grads = _param_grads(dw, db, weight, bias is not None)
-        return None, dx, masked, *grads, None, None, None, None, None, None
+        return None, dx, masked[0] if masked else None, *grads, *(None,) * 6
 
 
 class FusedBatchNorm2d(nn.BatchNorm2d):

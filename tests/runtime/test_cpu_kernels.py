@@ -106,7 +106,9 @@ def _bn_pair(channels: int, training: bool, relu: bool) -> tuple[nn.Module, Fuse
     return copy.deepcopy(bn), FusedBatchNorm2d.from_module(copy.deepcopy(bn), relu)
 
 
-@pytest.mark.parametrize("shape", [(8, 16, 12, 12), (4, 32, 7, 7), (3, 6, 5, 9), (2, 24, 4, 4)])
+@pytest.mark.parametrize(
+    "shape", [(8, 16, 12, 12), (4, 32, 7, 7), (3, 6, 5, 9), (2, 24, 4, 4), (2, 16, 5, 7)]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("relu", [False, True])
@@ -145,7 +147,7 @@ def test_batchnorm_matches_aten(
     assert int(fused.num_batches_tracked) == int(reference.num_batches_tracked)
 
 
-@pytest.mark.parametrize("shape", [(8, 16, 12, 12), (3, 6, 5, 9), (2, 24, 4, 4)])
+@pytest.mark.parametrize("shape", [(8, 16, 12, 12), (3, 6, 5, 9), (2, 24, 4, 4), (2, 16, 5, 7)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("training", [True, False])

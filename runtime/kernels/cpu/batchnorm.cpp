@@ -68,55 +68,73 @@ struct Consts {
 // ---- sums: s1 += v, s2 += v * x over a stream, v = x (forward) or the masked gradient g -------
 
 #ifdef CNNC_AVX512
-// The full periods of a stream with P phases held in registers.
+// The full periods of a stream with P phases held in registers. Short periods are unrolled
+// U times, each copy with its own accumulators, so the adds do not wait on one another.
 template <typename T, bool Backward, int P>
-int64_t sums_registers(const T* x, const T* dy, int64_t len, const Consts& k, bool relu,
-                       float* s1, float* s2) {
-  __m512 acc1[P], acc2[P], a[P], b[P];
-  for (int q = 0; q < P; ++q) {
+int64_t sums_registers(const T* x, const T* dy, const T* m, int64_t len, const Consts& k,
+                       bool relu, float* s1, float* s2) {
+  constexpr int U = P >= 4 ? 1 : 4 / P;
+  __m512 acc1[U * P], acc2[U * P], a[P], b[P];
+  for (int q = 0; q < U * P; ++q) {
     acc1[q] = _mm512_setzero_ps();
     acc2[q] = _mm512_setzero_ps();
+  }
+  for (int q = 0; q < P; ++q) {
     if constexpr (Backward) {
       a[q] = _mm512_loadu_ps(k.a + q * kLanes);
       b[q] = _mm512_loadu_ps(k.b + q * kLanes);
     }
   }
+  auto vec = [&](int64_t at, int q, int slot) __attribute__((always_inline)) {
+    const __m512 xv = load(x + at, 0xFFFF);
+    __m512 v = xv;
+    if constexpr (Backward) {
+      v = load(dy + at, 0xFFFF);
+      if (m) {
+        const __m512 out = load(m + at, 0xFFFF);
+        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(out, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+      } else if (relu) {
+        const __m512 pre = _mm512_fmadd_ps(a[q], xv, b[q]);
+        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+      }
+    }
+    acc1[slot] = _mm512_add_ps(acc1[slot], v);
+    acc2[slot] = _mm512_fmadd_ps(v, xv, acc2[slot]);
+  };
   const int64_t period = P * kLanes;
   int64_t i = 0;
-  for (; i + period <= len; i += period) {
-    for (int q = 0; q < P; ++q) {
-      const __m512 xv = load(x + i + q * kLanes, 0xFFFF);
-      __m512 v = xv;
-      if constexpr (Backward) {
-        v = load(dy + i + q * kLanes, 0xFFFF);
-        if (relu) {
-          const __m512 pre = _mm512_fmadd_ps(a[q], xv, b[q]);
-          v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), v);
-        }
-      }
-      acc1[q] = _mm512_add_ps(acc1[q], v);
-      acc2[q] = _mm512_fmadd_ps(v, xv, acc2[q]);
+  for (; i + U * period <= len; i += U * period) {
+    for (int u = 0; u < U; ++u) {
+      for (int q = 0; q < P; ++q) vec(i + u * period + q * kLanes, q, u * P + q);
     }
   }
+  for (; i + period <= len; i += period) {
+    for (int q = 0; q < P; ++q) vec(i + q * kLanes, q, q);
+  }
   for (int q = 0; q < P; ++q) {
-    _mm512_storeu_ps(s1 + q * kLanes, _mm512_add_ps(_mm512_loadu_ps(s1 + q * kLanes), acc1[q]));
-    _mm512_storeu_ps(s2 + q * kLanes, _mm512_add_ps(_mm512_loadu_ps(s2 + q * kLanes), acc2[q]));
+    __m512 t1 = acc1[q], t2 = acc2[q];
+    for (int u = 1; u < U; ++u) {
+      t1 = _mm512_add_ps(t1, acc1[u * P + q]);
+      t2 = _mm512_add_ps(t2, acc2[u * P + q]);
+    }
+    _mm512_storeu_ps(s1 + q * kLanes, _mm512_add_ps(_mm512_loadu_ps(s1 + q * kLanes), t1));
+    _mm512_storeu_ps(s2 + q * kLanes, _mm512_add_ps(_mm512_loadu_ps(s2 + q * kLanes), t2));
   }
   return i;
 }
 #endif
 
 template <typename T, bool Backward>
-void stream_sums(const T* x, const T* dy, int64_t len, const Layout& l, const Consts& k,
-                 bool relu, float* s1, float* s2) {
+void stream_sums(const T* x, const T* dy, const T* m, int64_t len, const Layout& l,
+                 const Consts& k, bool relu, float* s1, float* s2) {
   int64_t i = 0;
 #ifdef CNNC_AVX512
   if constexpr (kVector<T>) {
     switch (l.period / kLanes) {
-      case 1: i = sums_registers<T, Backward, 1>(x, dy, len, k, relu, s1, s2); break;
-      case 2: i = sums_registers<T, Backward, 2>(x, dy, len, k, relu, s1, s2); break;
-      case 3: i = sums_registers<T, Backward, 3>(x, dy, len, k, relu, s1, s2); break;
-      case 4: i = sums_registers<T, Backward, 4>(x, dy, len, k, relu, s1, s2); break;
+      case 1: i = sums_registers<T, Backward, 1>(x, dy, m, len, k, relu, s1, s2); break;
+      case 2: i = sums_registers<T, Backward, 2>(x, dy, m, len, k, relu, s1, s2); break;
+      case 3: i = sums_registers<T, Backward, 3>(x, dy, m, len, k, relu, s1, s2); break;
+      case 4: i = sums_registers<T, Backward, 4>(x, dy, m, len, k, relu, s1, s2); break;
       default:
         for (; i + l.period <= len; i += l.period) {
           for (int64_t q = 0; q < l.period; q += kLanes) {
@@ -124,7 +142,10 @@ void stream_sums(const T* x, const T* dy, int64_t len, const Layout& l, const Co
             __m512 v = xv;
             if constexpr (Backward) {
               v = load(dy + i + q, 0xFFFF);
-              if (relu) {
+              if (m) {
+                const __m512 out = load(m + i + q, 0xFFFF);
+                v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(out, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+              } else if (relu) {
                 const __m512 pre = _mm512_fmadd_ps(_mm512_loadu_ps(k.a + q), xv, _mm512_loadu_ps(k.b + q));
                 v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), v);
               }
@@ -142,7 +163,9 @@ void stream_sums(const T* x, const T* dy, int64_t len, const Layout& l, const Co
     float v = xv;
     if constexpr (Backward) {
       v = static_cast<float>(dy[i]);
-      if (relu && !(std::fma(k.a[e], xv, k.b[e]) > 0.f)) v = 0.f;
+      if (m ? !(static_cast<float>(m[i]) > 0.f) : relu && !(std::fma(k.a[e], xv, k.b[e]) > 0.f)) {
+        v = 0.f;
+      }
     }
     s1[e] += v;
     s2[e] += v * xv;
@@ -151,36 +174,47 @@ void stream_sums(const T* x, const T* dy, int64_t len, const Layout& l, const Co
 
 // ---- apply: y = relu?(a x + b [+ r]) (forward) or dx = ga g + gk x + gd (backward) ----------
 // `dy` is the output gradient in the backward; in the forward it is the residual r added
-// before the ReLU (the end of a residual block), or null.
+// before the ReLU (the end of a residual block), or null. In the backward of a residual
+// block's end, `m` is its output y (the ReLU mask is y > 0) and the masked gradient g, which
+// is also the residual's gradient, is stored to `gout`.
 
 template <typename T, bool Backward>
-void stream_apply(const T* x, const T* dy, T* out, int64_t len, const Layout& l, const Consts& k,
-                  bool relu) {
+void stream_apply(const T* x, const T* dy, const T* m, T* gout, T* out, int64_t len,
+                  const Layout& l, const Consts& k, bool relu) {
   int64_t i = 0;
 #ifdef CNNC_AVX512
   if constexpr (kVector<T>) {
-    for (; i < len; i += l.period) {
-      for (int64_t q = 0; q < l.period && i + q < len; q += kLanes) {
-        const __mmask16 m = lanes(len - i - q);
-        const __m512 xv = load(x + i + q, m);
-        const __m512 a = _mm512_loadu_ps(k.a + q), b = _mm512_loadu_ps(k.b + q);
-        __m512 v;
-        if constexpr (Backward) {
-          __m512 g = load(dy + i + q, m);
-          if (relu) {
-            const __m512 pre = _mm512_fmadd_ps(a, xv, b);
-            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), g);
-          }
-          v = _mm512_fmadd_ps(_mm512_loadu_ps(k.ga + q), g,
-                              _mm512_fmadd_ps(_mm512_loadu_ps(k.gk + q), xv, _mm512_loadu_ps(k.gd + q)));
-        } else {
-          v = _mm512_fmadd_ps(a, xv, b);
-          if (dy) v = _mm512_add_ps(v, load(dy + i + q, m));
-          if (relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // NaN propagates, like torch
+    // One vector at element `at` (constants at phase q); `lm` masks a partial last vector.
+    // Full vectors pass a constant mask, so their loads and stores are plain ones (masked
+    // stores are slow on some CPUs).
+    auto vec = [&](int64_t at, int64_t q, __mmask16 lm) __attribute__((always_inline)) {
+      const __m512 xv = load(x + at, lm);
+      const __m512 a = _mm512_loadu_ps(k.a + q), b = _mm512_loadu_ps(k.b + q);
+      __m512 v;
+      if constexpr (Backward) {
+        __m512 g = load(dy + at, lm);
+        if (m) {
+          const __m512 y = load(m + at, lm);
+          g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), g);
+          store(gout + at, g, lm);
+        } else if (relu) {
+          const __m512 pre = _mm512_fmadd_ps(a, xv, b);
+          g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), g);
         }
-        store(out + i + q, v, m);
+        v = _mm512_fmadd_ps(_mm512_loadu_ps(k.ga + q), g,
+                            _mm512_fmadd_ps(_mm512_loadu_ps(k.gk + q), xv, _mm512_loadu_ps(k.gd + q)));
+      } else {
+        v = _mm512_fmadd_ps(a, xv, b);
+        if (dy) v = _mm512_add_ps(v, load(dy + at, lm));
+        if (relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // NaN propagates, like torch
       }
+      store(out + at, v, lm);
+    };
+    const int64_t full = len - len % l.period;
+    for (; i < full; i += l.period) {
+      for (int64_t q = 0; q < l.period; q += kLanes) vec(i + q, q, 0xFFFF);
     }
+    for (int64_t q = 0; i + q < len; q += kLanes) vec(i + q, q, lanes(len - i - q));
     return;
   }
 #endif
@@ -190,7 +224,12 @@ void stream_apply(const T* x, const T* dy, T* out, int64_t len, const Layout& l,
     float v;
     if constexpr (Backward) {
       float g = static_cast<float>(dy[i]);
-      if (relu && !(std::fma(k.a[e], xv, k.b[e]) > 0.f)) g = 0.f;
+      if (m) {
+        if (!(static_cast<float>(m[i]) > 0.f)) g = 0.f;
+        gout[i] = static_cast<T>(g);
+      } else if (relu && !(std::fma(k.a[e], xv, k.b[e]) > 0.f)) {
+        g = 0.f;
+      }
       v = std::fma(k.ga[e], g, std::fma(k.gk[e], xv, k.gd[e]));
     } else {
       v = std::fma(k.a[e], xv, k.b[e]);
@@ -233,8 +272,8 @@ struct Streams {
 
 // Per-channel fp64 sums over all streams.
 template <typename T, bool Backward>
-void reduce(const T* x, const T* dy, const Streams& st, const Layout& l, const PassConsts& pc,
-            bool relu, std::vector<double>& t1, std::vector<double>& t2) {
+void reduce(const T* x, const T* dy, const T* m, const Streams& st, const Layout& l,
+            const PassConsts& pc, bool relu, std::vector<double>& t1, std::vector<double>& t2) {
   const int threads = at::get_num_threads();
   std::vector<double> p1(static_cast<size_t>(threads) * st.C, 0.0), p2(p1.size(), 0.0);
   const int64_t chunk = st.channels_last ? l.period * kBlockPeriods : st.length;
@@ -248,8 +287,8 @@ void reduce(const T* x, const T* dy, const Streams& st, const Layout& l, const P
       const int64_t start = st.channels_last ? j * chunk : j * st.length;
       const int64_t len = st.channels_last ? std::min(chunk, st.length - start) : st.length;
       const int64_t set = st.set(j);
-      stream_sums<T, Backward>(x + start, dy ? dy + start : nullptr, len, l, pc.at(set), relu,
-                               s1.data(), s2.data());
+      stream_sums<T, Backward>(x + start, dy ? dy + start : nullptr, m ? m + start : nullptr,
+                               len, l, pc.at(set), relu, s1.data(), s2.data());
       for (int64_t e = 0; e < l.period; ++e) {
         const int64_t c = st.channels_last ? l.chan[e] : set;
         p1[tid * st.C + c] += s1[e];
@@ -268,15 +307,16 @@ void reduce(const T* x, const T* dy, const Streams& st, const Layout& l, const P
 }
 
 template <typename T, bool Backward>
-void apply(const T* x, const T* dy, T* out, const Streams& st, const Layout& l,
-           const PassConsts& pc, bool relu) {
+void apply(const T* x, const T* dy, const T* m, T* gout, T* out, const Streams& st,
+           const Layout& l, const PassConsts& pc, bool relu) {
   const int64_t chunk = st.channels_last ? l.period * kBlockPeriods : st.length;
   const int64_t chunks = st.channels_last ? (st.length + chunk - 1) / chunk : st.count;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       const int64_t start = st.channels_last ? j * chunk : j * st.length;
       const int64_t len = st.channels_last ? std::min(chunk, st.length - start) : st.length;
-      stream_apply<T, Backward>(x + start, dy ? dy + start : nullptr, out + start, len, l,
+      stream_apply<T, Backward>(x + start, dy ? dy + start : nullptr, m ? m + start : nullptr,
+                                gout ? gout + start : nullptr, out + start, len, l,
                                 pc.at(st.set(j)), relu);
     }
   });
@@ -325,7 +365,8 @@ std::vector<at::Tensor> bn_forward(const at::Tensor& input, const c10::optional<
   if (training) {
     std::vector<double> s1, s2;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_stats", [&] {
-      reduce<scalar_t, false>(x.const_data_ptr<scalar_t>(), nullptr, st, l, PassConsts{}, false, s1, s2);
+      reduce<scalar_t, false>(x.const_data_ptr<scalar_t>(), nullptr, nullptr, st, l, PassConsts{},
+                              false, s1, s2);
     });
     const double unbias = M > 1 ? static_cast<double>(M) / (M - 1) : 1.0;
     for (int64_t c = 0; c < C; ++c) {
@@ -359,23 +400,30 @@ std::vector<at::Tensor> bn_forward(const at::Tensor& input, const c10::optional<
   at::Tensor y = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_apply", [&] {
     apply<scalar_t, false>(x.const_data_ptr<scalar_t>(),
-                           has_residual ? r.const_data_ptr<scalar_t>() : nullptr,
-                           y.mutable_data_ptr<scalar_t>(), st, l, pc, relu);
+                           has_residual ? r.const_data_ptr<scalar_t>() : nullptr, nullptr,
+                           nullptr, y.mutable_data_ptr<scalar_t>(), st, l, pc, relu);
   });
   return {y, save_mean, save_invstd, new_mean, new_var};
 }
 
 // Backward of batch norm (+ ReLU): (grad_input, grad_weight, grad_bias), the last two fp32.
-// The ReLU mask is recomputed from x, weight, bias and the saved statistics.
+// The ReLU mask is recomputed from x, weight, bias and the saved statistics. Given the
+// output of a residual block's end, y = relu(bn(x) + r), the mask is y > 0 instead, and a
+// fourth tensor, the masked gradient (the residual's gradient), is returned too.
 std::vector<at::Tensor> bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
                                     const c10::optional<at::Tensor>& weight,
                                     const c10::optional<at::Tensor>& bias,
                                     const at::Tensor& save_mean, const at::Tensor& save_invstd,
-                                    bool relu, bool training) {
+                                    bool relu, bool training,
+                                    const c10::optional<at::Tensor>& output) {
   const bool cl = is_channels_last(input);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor x = input.contiguous(fmt);
   const at::Tensor dy = grad_out.to(x.scalar_type()).contiguous(fmt);
+  const bool has_output = output && output->defined();
+  const at::Tensor y = has_output ? output->to(x.scalar_type()).contiguous(fmt) : at::Tensor();
+  TORCH_CHECK(!has_output || y.sizes() == x.sizes(), "batch_norm_relu: output shape");
+  at::Tensor g = has_output ? at::empty_like(x) : at::Tensor();
   const Streams st = streams_of(x);
   const int64_t C = st.C, M = x.numel() / C;
   const Layout l = layout(C, cl);
@@ -390,8 +438,9 @@ std::vector<at::Tensor> bn_backward(const at::Tensor& grad_out, const at::Tensor
   std::vector<double> s_dy, s_dyx;
   const PassConsts mask = spread_all(l, cl, C, {&a, &b});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_bwd_sums", [&] {
-    reduce<scalar_t, true>(x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(), st, l,
-                           mask, relu, s_dy, s_dyx);
+    reduce<scalar_t, true>(x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
+                           has_output ? y.const_data_ptr<scalar_t>() : nullptr, st, l, mask,
+                           relu, s_dy, s_dyx);
   });
   at::Tensor grad_weight = at::empty({C}, x.options().dtype(at::kFloat));
   at::Tensor grad_bias = at::empty({C}, x.options().dtype(at::kFloat));
@@ -413,14 +462,21 @@ std::vector<at::Tensor> bn_backward(const at::Tensor& grad_out, const at::Tensor
   at::Tensor dx = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_bwd_apply", [&] {
     apply<scalar_t, true>(x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
+                          has_output ? y.const_data_ptr<scalar_t>() : nullptr,
+                          has_output ? g.mutable_data_ptr<scalar_t>() : nullptr,
                           dx.mutable_data_ptr<scalar_t>(), st, l, pc, relu);
   });
+  if (has_output) return {dx, grad_weight, grad_bias, g};
   return {dx, grad_weight, grad_bias};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &bn_forward,
         "batch norm (+residual)(+ReLU): (y, mean, invstd, running mean, running var)");
-  m.def("backward", &bn_backward, "its backward: (grad_input, grad_weight, grad_bias)");
+  m.def("backward", &bn_backward,
+        "its backward: (grad_input, grad_weight, grad_bias[, grad_residual])",
+        py::arg("grad_out"), py::arg("input"), py::arg("weight"), py::arg("bias"),
+        py::arg("save_mean"), py::arg("save_invstd"), py::arg("relu"), py::arg("training"),
+        py::arg("output") = py::none());
   m.def("vectorized", &cnnc_simd::vectorized, "True when built with AVX-512");
 }
