@@ -225,3 +225,17 @@ def test_bench_times_an_artifact_against_eager(trained: dict[str, object], tmp_p
     assert [v["name"] for v in document["variants"]] == ["eager", "artifact (onnx)"]
     assert all(v["step_ms"] > 0 for v in document["variants"])
     assert document["variants"][0]["ratio_vs_eager"] == 1.0
+
+
+def test_cache_memory_flag_trains_and_a_bad_cache_size_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ("train", str(DIGITS), "--cache-memory", "--epochs", "1", "--runs", str(tmp_path))
+    code, out, err = invoke(*args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["epochs"] == 1
+    monkeypatch.setenv("CNNC_CPU_CACHE_BYTES", "lots")
+    code, _, err = invoke(*args)
+    assert code == 1
+    assert "CNNC_CPU_CACHE_BYTES must be a whole number of bytes" in err
+    assert "Traceback" not in err
