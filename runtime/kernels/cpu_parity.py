@@ -3,7 +3,8 @@
 The kernels are compiled on the user's machine with that machine's compiler and instruction
 set, so correctness is re-checked there: small cases in each supported layout and dtype,
 forward and backward, against ATen. The pooling kernel must agree bit for bit; batch norm
-within tolerance. A mismatch declines the kernels (with the reason logged), and every model
+within tolerance; the convolution weight gradient (where the CPU has AVX512-BF16) within
+bf16 rounding. A mismatch declines the kernels (with the reason logged), and every model
 keeps running on ATen.
 """
 
@@ -65,6 +66,26 @@ def _batchnorm_mismatch(dtype: torch.dtype, channels_last: bool) -> str | None:
     return None
 
 
+def _wgrad_mismatch() -> str | None:
+    from runtime.kernels.conv_wgrad import kernel_available, weight_grad
+
+    if not kernel_available():
+        return None  # the convolutions keep ATen's weight gradient
+    generator = torch.Generator().manual_seed(0)
+    for stride in (1, 2):
+        x = torch.randn(3, 16, 7, 6, generator=generator).bfloat16()
+        oh, ow = (7 - 1) // stride + 1, (6 - 1) // stride + 1
+        grad = torch.randn(3, 8, oh, ow, generator=generator).bfloat16()
+        want = torch.ops.aten.convolution_backward(
+            grad.float(), x.float(), torch.zeros(8, 16, 3, 3), None, [stride] * 2, [1, 1],
+            [1, 1], False, [0, 0], 1, [False, True, False],
+        )[1]  # fmt: skip
+        got = weight_grad(x, grad, stride).float()
+        if not torch.allclose(got, want, rtol=2**-8, atol=1e-3):
+            return f"the bf16 convolution weight gradient differs from ATen (stride {stride})"
+    return None
+
+
 @functools.cache
 def trusted() -> bool:
     """True when every kernel matches ATen on this machine (checked once per process)."""
@@ -75,4 +96,8 @@ def trusted() -> bool:
                 if problem is not None:
                     log.warning("cnnc's CPU kernels are not used: %s", problem)
                     return False
+    problem = _wgrad_mismatch()
+    if problem is not None:
+        log.warning("cnnc's CPU kernels are not used: %s", problem)
+        return False
     return True

@@ -70,7 +70,8 @@ def for_training(
         model: any module; it is traced, not changed.
         exact: ReLU after max-pooling (exact in outputs and gradients).
         cpu_kernels: [ReLU +] 2x2 max-pooling (exact) and BatchNorm2d [+ ReLU] (equal within
-            floating-point tolerance) through cnnc's fused CPU kernels.
+            floating-point tolerance) through cnnc's fused CPU kernels, and the bf16 weight
+            gradient of 3x3 convolutions through cnnc's kernel (within bf16 rounding).
     """
     report = RewriteReport()
     graph_module = trace(model, report)
@@ -79,6 +80,7 @@ def for_training(
     if cpu_kernels:
         report.add("fused_batchnorm", fuse_batchnorm(graph_module))
         report.add("fused_relu_maxpool", fuse_relu_maxpool(graph_module))
+        report.add("conv_weight_grad", conv_weight_grad(graph_module))
     if exact:
         report.add("relu_after_maxpool", relu_after_maxpool(graph_module))
     return _finish(graph_module), report
@@ -252,6 +254,26 @@ def fuse_batchnorm(graph_module: fx.GraphModule) -> int:
         elif add is not None:
             _fold_residual(graph, node, add)
         count += 1
+    return count
+
+
+def conv_weight_grad(graph_module: fx.GraphModule) -> int:
+    """Give every 3x3 convolution the kernel covers cnnc's bf16 weight gradient.
+
+    The ``WgradConv2d`` takes the Conv2d's place under the same name and shares its
+    Parameters; it uses the kernel only for bf16 CPU steps, so nothing changes elsewhere.
+    None is swapped when this CPU has no AVX512-BF16.
+    """
+    from runtime.kernels.conv_wgrad import WgradConv2d, eligible, kernel_available
+
+    if not kernel_available():
+        return 0
+    count = 0
+    for node in graph_module.graph.nodes:
+        module = _module(graph_module, node)
+        if type(module) is nn.Conv2d and not module._forward_hooks and eligible(module):
+            graph_module.add_submodule(str(node.target), WgradConv2d.from_module(module))
+            count += 1
     return count
 
 

@@ -1,0 +1,232 @@
+"""cnnc's bf16 3x3 convolution weight-gradient kernel against ATen (torch is the oracle),
+``WgradConv2d``'s paths and fallbacks, and the training rewrite that installs it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.kernels import conv_wgrad
+from runtime.kernels.conv_wgrad import WgradConv2d, eligible, kernel_available, weight_grad
+from runtime.kernels.cpu_ext import cpu_flags
+from runtime.optimize import rewrites
+
+HAS_BF16 = "avx512_bf16" in cpu_flags()
+needs_kernel = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no AVX512-BF16")
+
+# (batch, in, out, height, width, stride): even and odd batches (a missing pair partner),
+# odd sizes, output-channel counts whose rows end mid-vector, one-row tiles (224 wide),
+# and shapes that take either work split (image pairs, or output channels)
+CASES = [
+    (64, 16, 16, 32, 32, 1),
+    (64, 16, 32, 32, 32, 2),
+    (5, 32, 64, 16, 16, 2),
+    (3, 64, 64, 8, 8, 1),
+    (1, 16, 8, 7, 5, 1),
+    (4, 32, 16, 9, 11, 2),
+    (2, 16, 24, 3, 224, 1),
+    (9, 48, 40, 6, 6, 1),
+    (2, 256, 16, 5, 5, 1),
+]
+
+
+def _pair(case: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    n, ci, co, h, w, stride = case
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, ci, h, w, generator=generator).bfloat16()
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    grad = torch.randn(n, co, oh, ow, generator=generator).bfloat16()
+    channels_last = torch.channels_last
+    return (
+        x.contiguous(memory_format=channels_last),
+        grad.contiguous(memory_format=channels_last),
+        stride,
+    )
+
+
+def _reference(x: torch.Tensor, grad: torch.Tensor, stride: int) -> torch.Tensor:
+    """The fp32 weight gradient of the same bf16 values."""
+    weight = torch.zeros(grad.shape[1], x.shape[1], 3, 3)
+    result: torch.Tensor = torch.ops.aten.convolution_backward(
+        grad.float(), x.float(), weight, None, [stride] * 2, [1, 1], [1, 1], False, [0, 0], 1,
+        [False, True, False],
+    )[1]  # fmt: skip
+    return result
+
+
+def test_kernel_is_built_where_the_cpu_has_bf16() -> None:
+    assert kernel_available() == HAS_BF16
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+def test_weight_grad_matches_aten_within_bf16_rounding(case: tuple[int, ...]) -> None:
+    x, grad, stride = _pair(case)
+    got = weight_grad(x, grad, stride)
+    want = _reference(x, grad, stride)
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    # fp32 sums rounded once to bf16: at most half a bf16 step from the fp32 result
+    torch.testing.assert_close(got.float(), want, rtol=2**-8, atol=1e-3)
+
+
+@needs_kernel
+def test_weight_grad_takes_any_layout_of_its_inputs() -> None:
+    x, grad, stride = _pair(CASES[3])
+    want = weight_grad(x, grad, stride)
+    assert torch.equal(weight_grad(x.contiguous(), grad.contiguous(), stride), want)
+
+
+def _run(module: nn.Module, x: torch.Tensor, autocast: bool) -> list[torch.Tensor]:
+    x = x.clone().requires_grad_()
+    with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        y = module(x)
+    y.float().square().sum().backward()
+    grads = [x.grad, *(p.grad for p in module.parameters())]
+    assert all(grad is not None for grad in grads)
+    return [y.detach(), *grads]
+
+
+@needs_kernel
+@pytest.mark.parametrize("mode", ["autocast", "bf16"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("bias", [False, True])
+def test_module_matches_conv2d(mode: str, stride: int, bias: bool) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 24, 3, stride, 1, bias=bias).to(memory_format=torch.channels_last)
+    x = torch.randn(6, 16, 11, 10).contiguous(memory_format=torch.channels_last)
+    if mode == "bf16":
+        conv, x = conv.bfloat16(), x.bfloat16()
+    ours = WgradConv2d.from_module(copy.deepcopy(conv))
+    want = _run(conv, x, mode == "autocast")
+    got = _run(ours, x, mode == "autocast")
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])  # ATen computes both
+    for have, expected in zip(got[2:], want[2:], strict=True):  # weight (and bias) gradients
+        torch.testing.assert_close(have, expected, rtol=2**-7, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    ["fp32", "nchw_input", "no_grad"],
+)
+def test_module_falls_back_to_conv2d_bit_for_bit(
+    setup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("the kernel must not run here")
+
+    monkeypatch.setattr(conv_wgrad, "weight_grad", refuse)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 3, 1, 1).to(memory_format=torch.channels_last)
+    ours = WgradConv2d.from_module(copy.deepcopy(conv))
+    x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    if setup == "nchw_input":
+        x = x.contiguous()
+    autocast = setup == "nchw_input"
+    if setup == "no_grad":
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+            assert torch.equal(ours(x), conv(x))
+        return
+    for have, want in zip(_run(ours, x, autocast), _run(conv, x, autocast), strict=True):
+        assert torch.equal(have, want)
+
+
+def test_module_shares_the_convolution_tensors() -> None:
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    ours = WgradConv2d.from_module(conv)
+    assert ours.weight is conv.weight and ours.bias is conv.bias
+    assert ours.state_dict().keys() == conv.state_dict().keys()
+    assert "kernel_size=(3, 3)" in repr(ours)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, True),
+        ({"stride": 2}, True),
+        ({"padding": 0}, False),
+        ({"dilation": 2, "padding": 2}, False),
+        ({"groups": 2}, False),
+        ({"padding_mode": "reflect"}, False),
+        ({"in_channels": 8}, False),
+        ({"out_channels": 12}, False),
+    ],
+)
+def test_eligible_convolutions(kwargs: dict[str, object], expected: bool) -> None:
+    args: dict[str, object] = {"in_channels": 16, "out_channels": 16, "kernel_size": 3,
+                               "padding": 1} | kwargs  # fmt: skip
+    assert eligible(nn.Conv2d(**args)) is expected  # type: ignore[arg-type]
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.conv = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = F.relu(self.bn(self.conv(x)) + x)
+        out: torch.Tensor = self.head(x.mean((2, 3)))
+        return out
+
+
+@needs_kernel
+def test_training_rewrite_swaps_eligible_convolutions_and_trains_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    model = _Block().to(memory_format=torch.channels_last)
+    without = copy.deepcopy(model)
+    rewritten, report = rewrites.for_training(model, exact=True, cpu_kernels=True)
+    assert report.applied["conv_weight_grad"] == 1  # the stem has 3 input channels
+    assert isinstance(rewritten.get_submodule("conv"), WgradConv2d)
+    assert type(rewritten.get_submodule("stem")) is nn.Conv2d
+    assert rewritten.state_dict().keys() == without.state_dict().keys()
+    monkeypatch.setattr(rewrites, "conv_weight_grad", lambda graph_module: 0)
+    baseline, _ = rewrites.for_training(without, exact=True, cpu_kernels=True)
+    x = torch.randn(8, 3, 12, 12).contiguous(memory_format=torch.channels_last)
+    target = torch.randint(0, 10, (8,))
+    for net in (baseline, rewritten):
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = F.cross_entropy(net(x), target)
+        torch.autograd.backward(loss)
+    got, want = model.conv.weight.grad, without.conv.weight.grad
+    assert got is not None and want is not None
+    torch.testing.assert_close(got, want, rtol=2**-7, atol=1e-4)
+    for name in ("stem.weight", "bn.weight", "head.weight"):  # ATen or the same kernels
+        have, expected = model.get_parameter(name).grad, without.get_parameter(name).grad
+        assert have is not None and expected is not None and torch.equal(have, expected)
+
+
+def test_rewrite_installs_nothing_without_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    kernel_available.cache_clear()
+    monkeypatch.setattr(conv_wgrad, "load", lambda name: None)
+    try:
+        _, report = rewrites.for_training(_Block(), cpu_kernels=True)
+        assert "conv_weight_grad" not in report.applied
+    finally:
+        kernel_available.cache_clear()
+
+
+@needs_kernel
+def test_a_wrong_weight_gradient_is_declined_with_a_logged_reason(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from runtime.kernels import cpu_parity
+
+    right = conv_wgrad.weight_grad
+    monkeypatch.setattr(conv_wgrad, "weight_grad", lambda *args: right(*args) * 1.01)
+    cpu_parity.trusted.cache_clear()
+    try:
+        assert not cpu_parity.trusted()
+    finally:
+        monkeypatch.undo()
+        cpu_parity.trusted.cache_clear()
+    assert "weight gradient differs from ATen (stride 1)" in caplog.text
