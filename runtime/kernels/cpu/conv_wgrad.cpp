@@ -184,7 +184,8 @@ torch::Tensor weight_grad(const torch::Tensor& x, const torch::Tensor& grad, int
   TORCH_CHECK(s.ci % 16 == 0 && s.co % kOutBlock == 0,
               "conv_wgrad: channels must be multiples of 16 (input) and 8 (output)");
   const int64_t size = s.co * 9 * s.ci;
-  auto out = torch::empty({s.co, s.ci, 3, 3}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const auto layout = x.options().memory_format(at::MemoryFormat::ChannelsLast);
+  auto out = torch::empty({s.co, s.ci, 3, 3}, layout);
   std::vector<float> total(size, 0.f);
 #ifdef CNNC_WGRAD
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr());
