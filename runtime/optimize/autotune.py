@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -30,6 +31,9 @@ TUNE_SCHEDULE = Schedule(warmup=2, rounds=7, steps=3)
 # candidates are where a short pass on a noisy machine picks the wrong one.
 FINALISTS = 3
 FINAL_SCHEDULE = Schedule(warmup=2, rounds=15, steps=3)
+# A final round lasts at least this long: a few-millisecond step takes more steps per round,
+# or one identical configuration measures 5 % apart from itself and the pick is noise.
+FINAL_ROUND_MS = 50.0
 
 
 @dataclass
@@ -155,7 +159,8 @@ def tune(
     """Measure the candidates for ``work`` and return the fastest (cached by default).
 
     Every candidate is timed in a first pass; the ``FINALISTS`` fastest and eager are then
-    timed again side by side with ``final_schedule``, and the choice is made on that.
+    timed again side by side with ``final_schedule`` (more steps per round when steps are
+    short, see ``FINAL_ROUND_MS``), and the choice is made on that.
     """
     path = cache or cache_file()
     full_key = _cache_key(work, key or model_key(work.factory()), allowed_amp)
@@ -165,7 +170,7 @@ def tune(
         return TuneResult(config, f"{cached['reason']} (cached)", full_key, [], cached=True)
     variants = [Variant(config.name, config) for config in candidates(work.device, allowed_amp)]
     measurements = measure(work, variants, schedule)
-    finals = measure(work, _finalists(measurements), final_schedule)
+    finals = measure(work, _finalists(measurements), _lengthened(final_schedule, measurements))
     config, reason = choose(finals)
     reason += f"; first pass over all {len(measurements)} candidates: " + ", ".join(
         f"{m.name} {m.ratio_vs_eager:.2f}x" for m in sorted(measurements, key=lambda m: m.step_ms)
@@ -173,6 +178,14 @@ def tune(
     _store(path, full_key, {"config": config.to_dict(), "reason": reason})
     log.info("auto chose %s", reason)
     return TuneResult(config, reason, full_key, measurements, finals=finals)
+
+
+def _lengthened(schedule: Schedule, measurements: list[Measurement]) -> Schedule:
+    """``schedule`` with enough steps per round that the fastest candidate's round lasts
+    ``FINAL_ROUND_MS``."""
+    fastest = min(m.step_ms for m in measurements)
+    steps = math.ceil(FINAL_ROUND_MS / fastest) if fastest > 0 else schedule.steps
+    return replace(schedule, steps=max(schedule.steps, steps))
 
 
 def _finalists(measurements: list[Measurement]) -> list[Variant]:

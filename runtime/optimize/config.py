@@ -21,8 +21,10 @@ class OptimizeConfig:
         cuda_graphs: replay the step as a CUDA graph (CUDA only).
         rewrites: exact graph rewrites (ReLU after max-pooling; for inference also dropout
             removal and conv+batchnorm folding).
-        cpu_kernels: cnnc's fused C++ CPU kernels: [ReLU +] 2x2 max-pooling (exact) and
-            BatchNorm2d [+ ReLU] (within floating-point tolerance). CPU only.
+        cpu_kernels: cnnc's fused C++ CPU kernels: [ReLU +] 2x2 max-pooling (exact),
+            BatchNorm2d [+ ReLU] (within floating-point tolerance) and, in bf16 training on
+            AVX512-BF16 CPUs, the weight gradient of 3x3 convolutions (within bf16
+            rounding). CPU only.
         cache_memory: a caching CPU allocator during the step: freed buffers are reused
             instead of going back to glibc (which returns them to the kernel, so the next
             step faults every page in again). CPU only.

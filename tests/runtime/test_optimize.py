@@ -127,6 +127,16 @@ def test_tune_measures_chooses_and_caches(tmp_path: Path) -> None:
     assert second.cached and second.config == first.config and second.reason.endswith("(cached)")
 
 
+def test_final_rounds_of_small_steps_are_lengthened() -> None:
+    def timed(ms: float) -> Measurement:
+        return Measurement("x", EAGER, ms, [], 0.0, 0.0, 1)
+
+    schedule = Schedule(warmup=1, rounds=5, steps=3)
+    # 50 ms per round at the fastest candidate's 4 ms step: 13 steps; slow steps keep 3
+    assert autotune._lengthened(schedule, [timed(9.0), timed(4.0)]) == Schedule(1, 5, 13)
+    assert autotune._lengthened(schedule, [timed(80.0)]) == schedule
+
+
 def test_digits_with_the_auto_config_matches_fp32_eager_accuracy() -> None:
     from runtime.train import evaluate, fit, seed_everything
 
