@@ -70,8 +70,9 @@ def for_training(
         model: any module; it is traced, not changed.
         exact: ReLU after max-pooling (exact in outputs and gradients).
         cpu_kernels: [ReLU +] 2x2 max-pooling (exact) and BatchNorm2d [+ ReLU] (equal within
-            floating-point tolerance) through cnnc's fused CPU kernels, and the bf16 weight
-            gradient of 3x3 convolutions through cnnc's kernel (within bf16 rounding).
+            floating-point tolerance) through cnnc's fused CPU kernels, the bf16 weight
+            gradient of 3x3 convolutions through cnnc's kernel (within bf16 rounding), and
+            dropout through cnnc's vectorized mask (same distribution, another random stream).
     """
     report = RewriteReport()
     graph_module = trace(model, report)
@@ -81,6 +82,7 @@ def for_training(
         report.add("fused_batchnorm", fuse_batchnorm(graph_module))
         report.add("fused_relu_maxpool", fuse_relu_maxpool(graph_module))
         report.add("conv_weight_grad", conv_weight_grad(graph_module))
+        report.add("fast_dropout", fast_dropout(graph_module))
     if exact:
         report.add("relu_after_maxpool", relu_after_maxpool(graph_module))
     return _finish(graph_module), report
@@ -273,6 +275,25 @@ def conv_weight_grad(graph_module: fx.GraphModule) -> int:
         module = _module(graph_module, node)
         if type(module) is nn.Conv2d and not module._forward_hooks and eligible(module):
             graph_module.add_submodule(str(node.target), WgradConv2d.from_module(module))
+            count += 1
+    return count
+
+
+def fast_dropout(graph_module: fx.GraphModule) -> int:
+    """Draw every (not in-place) nn.Dropout's training mask with cnnc's CPU kernel.
+
+    ``FastDropout`` takes the module's place under the same name (it has no state); None is
+    swapped when the kernel is not built.
+    """
+    from runtime.kernels.dropout import FastDropout, kernel_available
+
+    if not kernel_available():
+        return 0
+    count = 0
+    for node in graph_module.graph.nodes:
+        module = _module(graph_module, node)
+        if type(module) is nn.Dropout and not module.inplace and not module._forward_hooks:
+            graph_module.add_submodule(str(node.target), FastDropout.from_module(module))
             count += 1
     return count
 

@@ -1,0 +1,125 @@
+"""cnnc's CPU dropout kernel: torch's dropout semantics (keep rate, scale, gradient through
+the same mask, seeding), its fallbacks, and the training rewrite that installs it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.kernels import dropout as dropout_module
+from runtime.kernels.dropout import FastDropout, kernel_available
+from runtime.optimize import rewrites
+
+
+def test_kernel_is_built_here() -> None:
+    assert kernel_available()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_keeps_each_element_with_probability_one_minus_p(dtype: torch.dtype, p: float) -> None:
+    torch.manual_seed(0)
+    x = (torch.rand(200_003) + 0.5).to(dtype)  # no zeros: a zero output means dropped
+    y = FastDropout(p)(x)
+    kept = y != 0
+    # binomial: 5 standard deviations of the kept fraction
+    tolerance = 5 * (p * (1 - p) / x.numel()) ** 0.5
+    assert abs(kept.float().mean().item() - (1 - p)) < tolerance
+    expected = (x.float() * (1.0 / (1.0 - p))).to(dtype)
+    assert torch.equal(y[kept], expected[kept])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("grad_layout", ["same", "other"])
+def test_gradient_goes_through_the_forward_mask(channels_last: bool, grad_layout: str) -> None:
+    torch.manual_seed(1)
+    x = torch.rand(4, 24, 7, 5) + 0.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = FastDropout(0.3)(x)
+    assert y.stride() == x.stride()
+    grad = torch.rand(y.shape) + 0.5
+    if grad_layout == "same":
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        grad = grad.contiguous(memory_format=layout)
+    elif channels_last:
+        grad = grad.contiguous()
+    else:
+        grad = grad.contiguous(memory_format=torch.channels_last)
+    (have,) = torch.autograd.grad(y, x, grad)
+    kept = y != 0
+    assert torch.equal(have != 0, kept)
+    assert torch.allclose(have[kept], grad[kept] / 0.7)
+
+
+def test_manual_seed_repeats_and_calls_differ() -> None:
+    x = torch.ones(10_000)
+    layer = FastDropout(0.5)
+    torch.manual_seed(3)
+    first, second = layer(x), layer(x)
+    torch.manual_seed(3)
+    assert torch.equal(layer(x), first)
+    assert not torch.equal(first, second)
+
+
+def test_masks_are_independent_of_position() -> None:
+    # neighbouring elements and equal indices of other calls are uncorrelated
+    torch.manual_seed(4)
+    a = (FastDropout(0.5)(torch.ones(100_000)) != 0).float()
+    b = (FastDropout(0.5)(torch.ones(100_000)) != 0).float()
+    for u, v in ((a[1:], a[:-1]), (a, b)):
+        correlation = torch.corrcoef(torch.stack([u, v]))[0, 1].item()
+        assert abs(correlation) < 0.02
+
+
+@pytest.mark.parametrize("setup", ["eval", "p0", "inplace", "strided", "fp64"])
+def test_falls_back_to_nn_dropout(setup: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("the kernel must not run here")
+
+    monkeypatch.setattr(dropout_module, "dropout", refuse)
+    x = torch.rand(8, 16) + 0.5
+    layer = FastDropout(0.0 if setup == "p0" else 0.5, inplace=setup == "inplace")
+    if setup == "eval":
+        layer.eval()
+    if setup == "strided":
+        x = x[:, ::2]
+    if setup == "fp64":
+        x = x.double()
+    torch.manual_seed(5)
+    got = layer(x.clone() if layer.inplace else x)
+    torch.manual_seed(5)
+    want = F.dropout(x.clone() if layer.inplace else x, layer.p, layer.training, layer.inplace)
+    assert torch.equal(got, want)
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(8, 16)
+        self.drop = nn.Dropout(0.4)
+        self.drop2d = nn.Dropout2d(0.4)
+        self.drop_inplace = nn.Dropout(0.4, inplace=True)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop2d(self.drop(self.body(x))[:, :, None, None])
+        x = self.drop_inplace(x.flatten(1))
+        out: torch.Tensor = self.head(x)
+        return out
+
+
+def test_training_rewrite_swaps_plain_dropout_only() -> None:
+    model, report = rewrites.for_training(_Net(), cpu_kernels=True)
+    assert report.applied["fast_dropout"] == 1
+    assert isinstance(model.get_submodule("drop"), FastDropout)
+    assert type(model.get_submodule("drop2d")) is nn.Dropout2d
+    assert type(model.get_submodule("drop_inplace")) is nn.Dropout
+    model.eval()  # eval mode: every dropout is the identity
+    x = torch.randn(3, 8)
+    reference = _Net()
+    reference.load_state_dict(model.state_dict())
+    assert torch.equal(model(x), reference.eval()(x))
