@@ -1,6 +1,6 @@
 """Building and loading cnnc's C++ CPU kernels (``runtime/kernels/cpu/*.cpp``).
 
-The sources are compiled on first use with torch's own extension builder (the same C++
+The sources are compiled on first use (all of them at once, one compiler per core) with torch's own extension builder (the same C++
 toolchain torch.compile's CPU backend needs) and cached by torch under
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later processes load
 them in milliseconds. AVX-512 code is compiled in only when this CPU has AVX-512; without it
@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -52,7 +54,25 @@ def source_hash() -> str:
 
 @functools.cache
 def load(name: str) -> ModuleType | None:
-    """The compiled extension ``cpu/<name>.cpp``, or None (with a logged reason)."""
+    """The compiled extension ``cpu/<name>.cpp``, or None (with a logged reason).
+
+    The first call builds every kernel, in parallel (one compiler per core): a model that
+    uses one usually uses several, and each takes ~40 s to compile on one core.
+    """
+    _build_all()
+    return _load(name)
+
+
+@functools.cache
+def _build_all() -> None:
+    names = sorted(path.stem for path in SOURCES.glob("*.cpp"))
+    workers = max(1, min(len(names), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # the builds are subprocesses
+        list(pool.map(_load, names))
+
+
+@functools.cache
+def _load(name: str) -> ModuleType | None:
     from torch.utils import cpp_extension
 
     source = SOURCES / f"{name}.cpp"

@@ -268,3 +268,34 @@ def test_a_wrong_kernel_is_declined_with_a_logged_reason(
         prepared.notes
     )
     assert "fused max-pooling differs from ATen" in caplog.text
+
+
+def test_the_first_load_builds_every_kernel() -> None:
+    from runtime.kernels import cpu_ext
+
+    assert cpu_ext.load("pool2x2") is not None
+    names = sorted(path.stem for path in cpu_ext.SOURCES.glob("*.cpp"))
+    assert all(cpu_ext._load(name) is not None for name in names)  # cached: no rebuild
+    assert cpu_ext._load.cache_info().currsize >= len(names)
+
+
+def test_a_kernel_that_cannot_be_built_is_none_with_a_logged_reason(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from torch.utils import cpp_extension
+
+    from runtime.kernels import cpu_ext
+
+    def broken(**kwargs: object) -> None:
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    cpu_ext._load.cache_clear()
+    try:
+        assert cpu_ext._load("pool2x2") is None
+    finally:
+        monkeypatch.undo()
+        cpu_ext._load.cache_clear()
+    assert "pool2x2 is unavailable, using ATen instead: RuntimeError: no compiler here" in (
+        caplog.text
+    )
