@@ -1,7 +1,8 @@
 """Building and loading cnnc's C++ CPU kernels (``runtime/kernels/cpu/*.cpp``).
 
-The sources are compiled on first use (all of them at once, one compiler per core) with torch's own extension builder (the same C++
-toolchain torch.compile's CPU backend needs) and cached by torch under
+The sources are compiled on first use (all of them at once, one compiler per core) with
+torch's own extension builder (the same C++ toolchain torch.compile's CPU backend needs) and
+cached by torch under
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later processes load
 them in milliseconds. AVX-512 code is compiled in only when this CPU has AVX-512; without it
 the kernels run their scalar path. If nothing can be built (no compiler), the loader says
