@@ -18,6 +18,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "simd.h"
@@ -78,7 +79,11 @@ void apply(const T* in, T* out, int64_t begin, int64_t end, uint32_t s0, uint32_
   }
 }
 
-torch::Tensor run(const torch::Tensor& x, double p, int64_t s0, int64_t s1) {
+}  // namespace
+
+// x dense in its memory format. The backward is the same map applied to the gradient.
+torch::Tensor dropout_apply(const torch::Tensor& x, double p, int64_t s0, int64_t s1) {
+  TORCH_CHECK(x.is_non_overlapping_and_dense(), "dropout kernel: a dense tensor expected");
   TORCH_CHECK(x.numel() < (int64_t{1} << 32), "dropout kernel: over 2^32 elements");
   TORCH_CHECK(p >= 0.0 && p < 1.0, "dropout kernel: p must be in [0, 1)");
   auto out = torch::empty_like(x);
@@ -95,16 +100,8 @@ torch::Tensor run(const torch::Tensor& x, double p, int64_t s0, int64_t s1) {
   return out;
 }
 
-}  // namespace
-
-// x dense in its memory format. The backward is the same map applied to the gradient.
-torch::Tensor dropout_forward(const torch::Tensor& x, double p, int64_t s0, int64_t s1) {
-  TORCH_CHECK(x.is_non_overlapping_and_dense(), "dropout kernel: a dense tensor expected");
-  return run(x, p, s0, s1);
-}
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("apply", &dropout_forward,
+  m.def("apply", &dropout_apply,
         "x * keep / (1 - p) with the keep mask hashed from (memory index, seed)");
   m.def("vectorized", &cnnc_simd::vectorized, "True when built with AVX-512");
 }
