@@ -3,8 +3,8 @@
 The kernels are compiled on the user's machine with that machine's compiler and instruction
 set, so correctness is re-checked there: small cases in each supported layout and dtype,
 forward and backward, against ATen. The pooling kernel must agree bit for bit; batch norm
-within tolerance; the convolution weight gradient (where the CPU has AVX512-BF16) within
-bf16 rounding. A mismatch declines the kernels (with the reason logged), and every model
+within tolerance; the bf16 convolution kernels (where the CPU has AVX512-BF16: forward,
+input and weight gradients) within bf16 rounding. A mismatch declines the kernels (with the reason logged), and every model
 keeps running on ATen.
 """
 
@@ -66,23 +66,30 @@ def _batchnorm_mismatch(dtype: torch.dtype, channels_last: bool) -> str | None:
     return None
 
 
-def _wgrad_mismatch() -> str | None:
-    from runtime.kernels.conv_wgrad import kernel_available, weight_grad
+def _conv_mismatch() -> str | None:
+    from runtime.kernels.conv3x3 import conv3x3, kernel_available, weight_grad
 
     if not kernel_available():
-        return None  # the convolutions keep ATen's weight gradient
+        return None  # the convolutions keep ATen's kernels
     generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(16, 16, 3, 3, generator=generator).bfloat16()
+    bias = torch.randn(16, generator=generator).bfloat16()
     for stride in (1, 2):
         x = torch.randn(3, 16, 7, 6, generator=generator).bfloat16()
         oh, ow = (7 - 1) // stride + 1, (6 - 1) // stride + 1
-        grad = torch.randn(3, 8, oh, ow, generator=generator).bfloat16()
+        grad = torch.randn(3, 16, oh, ow, generator=generator).bfloat16()
         want = torch.ops.aten.convolution_backward(
-            grad.float(), x.float(), torch.zeros(8, 16, 3, 3), None, [stride] * 2, [1, 1],
-            [1, 1], False, [0, 0], 1, [False, True, False],
-        )[1]  # fmt: skip
-        got = weight_grad(x, grad, stride).float()
-        if not torch.allclose(got, want, rtol=2**-8, atol=1e-3):
-            return f"the bf16 convolution weight gradient differs from ATen (stride {stride})"
+            grad.float(), x.float(), weight.float(), None, [stride] * 2, [1, 1],
+            [1, 1], False, [0, 0], 1, [True, True, False],
+        )  # fmt: skip
+        checks = [("weight gradient", weight_grad(x, grad, stride), want[1])]
+        y = F.conv2d(x.float(), weight.float(), bias.float(), stride, 1)
+        checks.append(("forward", conv3x3(x, weight, bias, stride), y))
+        if stride == 1:
+            checks.append(("input gradient", conv3x3(grad, weight, None, 1, True), want[0]))
+        for what, got, expected in checks:
+            if not torch.allclose(got.float(), expected, rtol=2**-8, atol=1e-3):
+                return f"the bf16 convolution {what} differs from ATen (stride {stride})"
     return None
 
 
@@ -96,7 +103,7 @@ def trusted() -> bool:
                 if problem is not None:
                     log.warning("cnnc's CPU kernels are not used: %s", problem)
                     return False
-    problem = _wgrad_mismatch()
+    problem = _conv_mismatch()
     if problem is not None:
         log.warning("cnnc's CPU kernels are not used: %s", problem)
         return False

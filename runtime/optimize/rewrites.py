@@ -70,8 +70,9 @@ def for_training(
         model: any module; it is traced, not changed.
         exact: ReLU after max-pooling (exact in outputs and gradients).
         cpu_kernels: [ReLU +] 2x2 max-pooling (exact) and BatchNorm2d [+ ReLU] (equal within
-            floating-point tolerance) through cnnc's fused CPU kernels, the bf16 weight
-            gradient of 3x3 convolutions through cnnc's kernel (within bf16 rounding), and
+            floating-point tolerance) through cnnc's fused CPU kernels, bf16 3x3
+            convolutions' forward, input and weight gradients through cnnc's kernels
+            (within bf16 rounding), and
             dropout through cnnc's vectorized mask (same distribution, another random stream).
     """
     report = RewriteReport()
@@ -81,7 +82,7 @@ def for_training(
     if cpu_kernels:
         report.add("fused_batchnorm", fuse_batchnorm(graph_module))
         report.add("fused_relu_maxpool", fuse_relu_maxpool(graph_module))
-        report.add("conv_weight_grad", conv_weight_grad(graph_module))
+        report.add("conv_kernels", conv_kernels(graph_module))
         report.add("fast_dropout", fast_dropout(graph_module))
     if exact:
         report.add("relu_after_maxpool", relu_after_maxpool(graph_module))
@@ -259,14 +260,14 @@ def fuse_batchnorm(graph_module: fx.GraphModule) -> int:
     return count
 
 
-def conv_weight_grad(graph_module: fx.GraphModule) -> int:
-    """Give every 3x3 convolution the kernel covers cnnc's bf16 weight gradient.
+def conv_kernels(graph_module: fx.GraphModule) -> int:
+    """Run every 3x3 convolution the kernels cover on cnnc's bf16 convolution kernels.
 
-    The ``WgradConv2d`` takes the Conv2d's place under the same name and shares its
-    Parameters; it uses the kernel only for bf16 CPU steps, so nothing changes elsewhere.
-    None is swapped when this CPU has no AVX512-BF16.
+    The ``KernelConv2d`` takes the Conv2d's place under the same name and shares its
+    Parameters; it uses the kernels only for bf16 CPU training steps, so nothing changes
+    elsewhere. None is swapped when this CPU has no AVX512-BF16.
     """
-    from runtime.kernels.conv_wgrad import WgradConv2d, eligible, kernel_available
+    from runtime.kernels.conv3x3 import KernelConv2d, eligible, kernel_available
 
     if not kernel_available():
         return 0
@@ -274,7 +275,7 @@ def conv_weight_grad(graph_module: fx.GraphModule) -> int:
     for node in graph_module.graph.nodes:
         module = _module(graph_module, node)
         if type(module) is nn.Conv2d and not module._forward_hooks and eligible(module):
-            graph_module.add_submodule(str(node.target), WgradConv2d.from_module(module))
+            graph_module.add_submodule(str(node.target), KernelConv2d.from_module(module))
             count += 1
     return count
 

@@ -1,5 +1,6 @@
-"""cnnc's bf16 3x3 convolution weight-gradient kernel against ATen (torch is the oracle),
-``WgradConv2d``'s paths and fallbacks, and the training rewrite that installs it."""
+"""cnnc's bf16 3x3 convolution kernels (forward, input and weight gradients) against ATen
+(torch is the oracle), ``KernelConv2d``'s paths and fallbacks, and the training rewrite that
+installs it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.kernels import conv_wgrad
-from runtime.kernels.conv_wgrad import WgradConv2d, eligible, kernel_available, weight_grad
+from runtime.kernels import conv3x3 as kernels
+from runtime.kernels.conv3x3 import KernelConv2d, conv3x3, eligible, kernel_available, weight_grad
 from runtime.kernels.cpu_ext import cpu_flags
 from runtime.optimize import rewrites
 
@@ -81,6 +82,87 @@ def test_weight_grad_takes_any_layout_of_its_inputs() -> None:
     assert torch.equal(weight_grad(x.contiguous(), grad.contiguous(), stride), want)
 
 
+# (batch, in, out, height, width, stride): 16, 32, 48 and 64 output channels (one, two, one
+# and four vectors per register block), row widths that leave every kind of tail block,
+# the fewest input channels (one pair), an odd number of pairs, and stride 2 on odd sizes
+FORWARD = [
+    (2, 16, 16, 32, 32, 1),
+    (3, 32, 32, 16, 16, 1),
+    (2, 64, 64, 8, 8, 1),
+    (2, 16, 48, 5, 29, 1),
+    (1, 2, 16, 4, 3, 1),
+    (2, 18, 32, 7, 25, 1),
+    (3, 16, 32, 9, 11, 2),
+    (2, 32, 64, 16, 16, 2),
+    (1, 64, 64, 1, 1, 1),
+]
+
+
+def _forward_inputs(case: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, ci, co, h, w, _ = case
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(n, ci, h, w, generator=generator).bfloat16()
+    weight = torch.randn(co, ci, 3, 3, generator=generator) / (3 * ci**0.5)
+    bias = torch.randn(co, generator=generator)
+    return x.contiguous(memory_format=torch.channels_last), weight, bias
+
+
+def _rounded(t: torch.Tensor) -> torch.Tensor:
+    return t.bfloat16().float()
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", FORWARD, ids=[str(c) for c in FORWARD])
+def test_forward_matches_aten_within_bf16_rounding(case: tuple[int, ...]) -> None:
+    x, weight, bias = _forward_inputs(case)
+    stride = case[-1]
+    got = conv3x3(x, weight, bias, stride)
+    want = F.conv2d(x.float(), _rounded(weight), _rounded(bias), stride, 1)
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.float(), want, rtol=2**-8, atol=1e-3)
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", [c for c in CASES if c[5] == 1 and c[1] * c[2] <= 4096])
+def test_input_grad_matches_aten_within_bf16_rounding(case: tuple[int, ...]) -> None:
+    x, grad, _ = _pair(case)
+    weight = torch.randn(grad.shape[1], x.shape[1], 3, 3) / 10
+    got = conv3x3(grad, weight, None, 1, transposed=True)
+    want = torch.nn.grad.conv2d_input(x.shape, _rounded(weight), grad.float(), padding=1)
+    assert got.shape == x.shape and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.float(), want, rtol=2**-8, atol=1e-3)
+
+
+@needs_kernel
+def test_forward_reads_weights_in_any_layout_and_dtype() -> None:
+    x, weight, bias = _forward_inputs(FORWARD[5])
+    want = conv3x3(x, weight, bias, 1)
+    for other in (weight.contiguous(memory_format=torch.channels_last), weight.bfloat16()):
+        assert torch.equal(conv3x3(x, other, bias, 1), want)
+    assert torch.equal(conv3x3(x.contiguous(), weight, bias, 1), want)
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("ci", "weight_shape", "transposed", "message"),
+    [
+        (15, (16, 15, 3, 3), False, "input channels must be even"),
+        (16, (24, 16, 3, 3), False, "multiple of 16"),
+        (16, (16, 17, 3, 3), False, "do not match"),
+        (16, (17, 16, 3, 3), True, "do not match"),
+        (16, (16, 16, 5, 5), False, "3x3"),
+    ],
+)
+def test_kernel_refuses_shapes_it_does_not_cover(
+    ci: int, weight_shape: tuple[int, ...], transposed: bool, message: str
+) -> None:
+    x = torch.randn(1, ci, 4, 4).bfloat16().contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(weight_shape)
+    with pytest.raises(RuntimeError, match=message):
+        conv3x3(x, weight, None, 1, transposed)
+
+
 def _run(module: nn.Module, x: torch.Tensor, autocast: bool) -> list[torch.Tensor]:
     x = x.clone().requires_grad_()
     with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
@@ -97,15 +179,15 @@ def _run(module: nn.Module, x: torch.Tensor, autocast: bool) -> list[torch.Tenso
 @pytest.mark.parametrize("bias", [False, True])
 def test_module_matches_conv2d(mode: str, stride: int, bias: bool) -> None:
     torch.manual_seed(0)
-    conv = nn.Conv2d(16, 24, 3, stride, 1, bias=bias).to(memory_format=torch.channels_last)
+    conv = nn.Conv2d(16, 32, 3, stride, 1, bias=bias).to(memory_format=torch.channels_last)
     x = torch.randn(6, 16, 11, 10).contiguous(memory_format=torch.channels_last)
     if mode == "bf16":
         conv, x = conv.bfloat16(), x.bfloat16()
-    ours = WgradConv2d.from_module(copy.deepcopy(conv))
+    ours = KernelConv2d.from_module(copy.deepcopy(conv))
     want = _run(conv, x, mode == "autocast")
     got = _run(ours, x, mode == "autocast")
-    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])  # ATen computes both
-    for have, expected in zip(got[2:], want[2:], strict=True):  # weight (and bias) gradients
+    for have, expected in zip(got, want, strict=True):  # output, then every gradient
+        assert have.dtype == expected.dtype and have.shape == expected.shape
         torch.testing.assert_close(have, expected, rtol=2**-7, atol=1e-2)
 
 
@@ -119,10 +201,11 @@ def test_module_falls_back_to_conv2d_bit_for_bit(
     def refuse(*args: object) -> None:
         raise AssertionError("the kernel must not run here")
 
-    monkeypatch.setattr(conv_wgrad, "weight_grad", refuse)
+    monkeypatch.setattr(kernels, "weight_grad", refuse)
+    monkeypatch.setattr(kernels, "conv3x3", refuse)
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 16, 3, 1, 1).to(memory_format=torch.channels_last)
-    ours = WgradConv2d.from_module(copy.deepcopy(conv))
+    ours = KernelConv2d.from_module(copy.deepcopy(conv))
     x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
     if setup == "nchw_input":
         x = x.contiguous()
@@ -137,7 +220,7 @@ def test_module_falls_back_to_conv2d_bit_for_bit(
 
 def test_module_shares_the_convolution_tensors() -> None:
     conv = nn.Conv2d(16, 16, 3, padding=1)
-    ours = WgradConv2d.from_module(conv)
+    ours = KernelConv2d.from_module(conv)
     assert ours.weight is conv.weight and ours.bias is conv.bias
     assert ours.state_dict().keys() == conv.state_dict().keys()
     assert "kernel_size=(3, 3)" in repr(ours)
@@ -185,11 +268,11 @@ def test_training_rewrite_swaps_eligible_convolutions_and_trains_alike(
     model = _Block().to(memory_format=torch.channels_last)
     without = copy.deepcopy(model)
     rewritten, report = rewrites.for_training(model, exact=True, cpu_kernels=True)
-    assert report.applied["conv_weight_grad"] == 1  # the stem has 3 input channels
-    assert isinstance(rewritten.get_submodule("conv"), WgradConv2d)
+    assert report.applied["conv_kernels"] == 1  # the stem has 3 input channels
+    assert isinstance(rewritten.get_submodule("conv"), KernelConv2d)
     assert type(rewritten.get_submodule("stem")) is nn.Conv2d
     assert rewritten.state_dict().keys() == without.state_dict().keys()
-    monkeypatch.setattr(rewrites, "conv_weight_grad", lambda graph_module: 0)
+    monkeypatch.setattr(rewrites, "conv_kernels", lambda graph_module: 0)
     baseline, _ = rewrites.for_training(without, exact=True, cpu_kernels=True)
     x = torch.randn(8, 3, 12, 12).contiguous(memory_format=torch.channels_last)
     target = torch.randint(0, 10, (8,))
@@ -200,33 +283,69 @@ def test_training_rewrite_swaps_eligible_convolutions_and_trains_alike(
     got, want = model.conv.weight.grad, without.conv.weight.grad
     assert got is not None and want is not None
     torch.testing.assert_close(got, want, rtol=2**-7, atol=1e-4)
-    for name in ("stem.weight", "bn.weight", "head.weight"):  # ATen or the same kernels
+    for name in ("stem.weight", "bn.weight", "head.weight"):  # downstream of the kernels
         have, expected = model.get_parameter(name).grad, without.get_parameter(name).grad
-        assert have is not None and expected is not None and torch.equal(have, expected)
+        assert have is not None and expected is not None
+        torch.testing.assert_close(have, expected, rtol=2**-6, atol=1e-3)
 
 
 def test_rewrite_installs_nothing_without_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     kernel_available.cache_clear()
-    monkeypatch.setattr(conv_wgrad, "load", lambda name: None)
+    monkeypatch.setattr(kernels, "load", lambda name: None)
     try:
         _, report = rewrites.for_training(_Block(), cpu_kernels=True)
-        assert "conv_weight_grad" not in report.applied
+        assert "conv_kernels" not in report.applied
     finally:
         kernel_available.cache_clear()
 
 
 @needs_kernel
-def test_a_wrong_weight_gradient_is_declined_with_a_logged_reason(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("kernel", "what"),
+    [("weight_grad", "weight gradient"), ("conv3x3", "forward")],
+)
+def test_a_wrong_kernel_is_declined_with_a_logged_reason(
+    kernel: str, what: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from runtime.kernels import cpu_parity
 
-    right = conv_wgrad.weight_grad
-    monkeypatch.setattr(conv_wgrad, "weight_grad", lambda *args: right(*args) * 1.01)
+    right = getattr(kernels, kernel)
+    monkeypatch.setattr(kernels, kernel, lambda *args: right(*args) * 1.01)
     cpu_parity.trusted.cache_clear()
     try:
         assert not cpu_parity.trusted()
     finally:
         monkeypatch.undo()
         cpu_parity.trusted.cache_clear()
-    assert "weight gradient differs from ATen (stride 1)" in caplog.text
+    assert f"convolution {what} differs from ATen (stride 1)" in caplog.text
+
+
+@needs_kernel
+def test_large_layers_keep_atens_forward_and_input_gradient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past ``SMALL_WEIGHTS`` (and for a stride-2 input gradient) ATen computes them, bit
+    for bit; the weight gradient still runs the kernel."""
+    calls: list[bool] = []
+    right = kernels.conv3x3
+
+    def counted(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(True)
+        return right(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kernels, "conv3x3", counted)
+    torch.manual_seed(0)
+    for conv in (nn.Conv2d(128, 64, 3, 1, 1), nn.Conv2d(16, 32, 3, 2, 1)):
+        conv = conv.to(memory_format=torch.channels_last)
+        ours = KernelConv2d.from_module(copy.deepcopy(conv))
+        x = torch.randn(2, conv.in_channels, 6, 6).contiguous(memory_format=torch.channels_last)
+        got, want = _run(ours, x, True), _run(conv, x, True)
+        kernel_forward = conv.stride == (2, 2)
+        if kernel_forward:
+            torch.testing.assert_close(got[0], want[0], rtol=2**-7, atol=1e-2)
+        else:
+            assert torch.equal(got[0], want[0])
+        assert torch.equal(got[1], want[1])  # the input gradient: ATen
+        torch.testing.assert_close(got[2], want[2], rtol=2**-7, atol=1e-2)
+        assert calls == ([True] if kernel_forward else [])
+        calls.clear()

@@ -1,0 +1,179 @@
+"""``KernelConv2d``: a Conv2d whose bf16 CPU training step runs cnnc's convolution kernels.
+
+Three kernels for bf16 3x3, padding-1 convolutions in channels-last, on AVX512-BF16 CPUs:
+
+- ``cpu/conv3x3.cpp``, the forward (stride 1 or 2) and, with transposed and flipped
+  weights, the input gradient of a stride-1 convolution: a direct convolution that reaches
+  this CPU's bf16 peak at 16 channels, where oneDNN's runs at about 40 % of it, and that
+  skips ATen's per-call glue (a oneDNN primitive descriptor is built on every call);
+- ``cpu/conv_wgrad.cpp``, the weight gradient, 1.2-2.4x faster than oneDNN's when the
+  saved input is out of cache, as it is in a backward pass.
+
+docs/performance.md has the measurements. The direct convolution covers small layers only
+(``in_channels * out_channels <= 4096``: the packed weights stay in L1/L2); larger ones,
+and the input gradient of stride-2 convolutions, stay with ATen. Results equal ATen's
+within bf16 rounding (fp32 sums in another order, rounded once to bf16 as oneDNN does).
+
+The module takes the kernels only where they apply: CPU, grad-enabled, 4-d channels-last
+input, and bf16 (the tensors' own dtype or CPU autocast to bf16); anything else, and
+torch.compile, which sees the plain convolution, runs ``nn.Conv2d.forward``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor, nn
+
+from runtime.kernels.cpu_ext import load
+
+SMALL_WEIGHTS = 64 * 64  # in x out channels the direct convolution takes (measured)
+
+
+@functools.cache
+def kernel_available() -> bool:
+    """True when both kernels are built and this CPU has AVX512-BF16."""
+    modules = (load("conv_wgrad"), load("conv3x3"))
+    return all(module is not None and bool(module.available()) for module in modules)
+
+
+def eligible(conv: nn.Conv2d) -> bool:
+    """The convolutions the weight-gradient kernel covers (channels: its register blocking)."""
+    return (
+        conv.kernel_size == (3, 3)
+        and conv.padding == (1, 1)
+        and conv.stride in ((1, 1), (2, 2))
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and conv.in_channels % 16 == 0
+        and conv.out_channels % 8 == 0
+    )
+
+
+def direct_forward(conv: nn.Conv2d) -> bool:
+    """True when an eligible convolution's forward runs the direct kernel."""
+    return conv.out_channels % 16 == 0 and conv.in_channels * conv.out_channels <= SMALL_WEIGHTS
+
+
+def direct_input_grad(conv: nn.Conv2d) -> bool:
+    """True when an eligible convolution's input gradient runs the direct kernel."""
+    small = conv.in_channels * conv.out_channels <= SMALL_WEIGHTS
+    return conv.stride == (1, 1) and conv.out_channels % 2 == 0 and small
+
+
+def conv3x3(
+    x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, transposed: bool = False
+) -> Tensor:
+    """bf16 ``conv2d(x, weight, bias, stride, padding=1)`` for 3x3 weights (fp32 or bf16,
+    rounded to bf16). ``transposed``: the input gradient of ``conv2d(·, weight, padding=1)``
+    from its output gradient ``x`` (stride 1, no bias)."""
+    module = load("conv3x3")
+    assert module is not None, "conv3x3 needs kernel_available()"
+    result: Tensor = module.conv3x3(
+        x.contiguous(memory_format=torch.channels_last), weight, bias, stride, transposed
+    )
+    return result
+
+
+def weight_grad(x: Tensor, grad: Tensor, stride: int) -> Tensor:
+    """dW of ``conv2d(x, W, stride=stride, padding=1)`` for 3x3 W, from the output's grad."""
+    module = load("conv_wgrad")
+    assert module is not None, "weight_grad needs kernel_available()"
+    channels_last = torch.channels_last
+    result: Tensor = module.weight_grad(
+        x.contiguous(memory_format=channels_last),
+        grad.contiguous(memory_format=channels_last),
+        stride,
+    )
+    return result
+
+
+class _Conv3x3(torch.autograd.Function):
+    """A bf16 conv2d on cnnc's kernels (ATen where a kernel does not cover the layer).
+
+    The weight and bias come in their own dtype (fp32 under autocast): the kernels round
+    them to bf16 as ``.to(bfloat16)`` would, and their gradients are returned in it.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        conv: nn.Conv2d,
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.conv = conv  # type: ignore[attr-defined]
+        stride = conv.stride[0]
+        if direct_forward(conv):
+            return conv3x3(x, weight, bias, stride)
+        bf16 = torch.bfloat16
+        result: Tensor = torch.ops.aten.convolution(
+            x, weight.to(bf16), bias.to(bf16) if bias is not None else None,
+            [stride] * 2, [1, 1], [1, 1], False, [0, 0], 1,
+        )  # fmt: skip
+        return result
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors  # type: ignore[attr-defined]
+        conv: nn.Conv2d = ctx.conv  # type: ignore[attr-defined]
+        stride = conv.stride[0]
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
+        grad_x = grad_w = grad_b = None
+        if needs_x and direct_input_grad(conv):
+            grad_x = conv3x3(grad, weight, None, 1, transposed=True)
+        elif needs_x:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight.to(torch.bfloat16), None, [stride] * 2, [1, 1], [1, 1],
+                False, [0, 0], 1, [True, False, False],
+            )[0]  # fmt: skip
+        if needs_w:
+            grad_w = weight_grad(x, grad, stride).to(weight.dtype)
+        if needs_b and conv.bias is not None:
+            grad_b = grad.sum((0, 2, 3), dtype=torch.float32).to(torch.bfloat16)
+            grad_b = grad_b.to(conv.bias.dtype)
+        return grad_x, grad_w, grad_b, None
+
+
+class KernelConv2d(nn.Conv2d):
+    """A Conv2d over another's Parameters whose bf16 CPU training step runs the kernels."""
+
+    @classmethod
+    def from_module(cls, conv: nn.Conv2d) -> KernelConv2d:
+        """The module over ``conv``'s own Parameters (same state_dict keys and values)."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                     "dilation", "transposed", "output_padding", "groups", "padding_mode",
+                     "_reversed_padding_repeated_twice"):  # fmt: skip
+            setattr(new, name, getattr(conv, name))
+        new.weight, new.bias = conv.weight, conv.bias
+        new.train(conv.training)
+        return new
+
+    def _bf16(self, x: Tensor) -> bool:
+        """True when this call computes in bf16: the inputs' dtype or CPU autocast's."""
+        if torch.is_autocast_enabled("cpu"):
+            return torch.get_autocast_dtype("cpu") == torch.bfloat16
+        return x.dtype == torch.bfloat16 and self.weight.dtype == torch.bfloat16
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (
+            torch.compiler.is_compiling()
+            or x.device.type != "cpu"
+            or x.dim() != 4
+            or not torch.is_grad_enabled()
+            or not x.is_contiguous(memory_format=torch.channels_last)
+            or not self._bf16(x)
+            or not kernel_available()
+        ):
+            return super().forward(x)
+        result: Tensor = _Conv3x3.apply(x.to(torch.bfloat16), self.weight, self.bias, self)
+        return result
