@@ -9,12 +9,15 @@
 //
 // Method: y[n,h,w,o] = sum over (kh, kw, i) of x[n, s*h+kh-1, s*w+kw-1, i] * W[o,i,kh,kw].
 // Input channels are taken in pairs (vdpbf16ps sums a pair of bf16 products into one fp32
-// lane), 16 output channels lie in the lanes, and each input pair is broadcast. Weights are
-// repacked per call (they are small) into [kh][kw][i/2][o][2]; a tile of input rows is
-// copied into a zero-padded buffer, so the inner loop has no bounds checks. Sums are fp32,
-// rounded to bf16 once (round to nearest even, as oneDNN does).
+// lane), 16 output channels lie in the lanes, and each input pair is broadcast once per
+// block and row of the window, serving all three column taps that read it (a sliding
+// window). Weights are repacked per call (they are small) into [kh][kw][i/2][o][2]; a tile
+// of input rows is copied into a zero-padded buffer, so the inner loop has no bounds checks.
+// Sums are fp32, rounded to bf16 once (round to nearest even, as oneDNN does).
 //
-// Limits: input channels even, output channels a multiple of 16; the caller checks.
+// Limits: input channels even, output channels a multiple of 16 (checked here). The weights
+// are streamed once per block of output pixels, so large layers (weights past L2) are slower
+// than oneDNN; the Python side uses this kernel up to 64x64 channels.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
