@@ -14,9 +14,10 @@ docs/performance.md has the measurements. The direct convolution covers small la
 and the input gradient of stride-2 convolutions, stay with ATen. Results equal ATen's
 within bf16 rounding (fp32 sums in another order, rounded once to bf16 as oneDNN does).
 
-The module takes the kernels only where they apply: CPU, grad-enabled, 4-d channels-last
-input, and bf16 (the tensors' own dtype or CPU autocast to bf16); anything else, and
-torch.compile, which sees the plain convolution, runs ``nn.Conv2d.forward``.
+The module takes the kernels only where they apply: CPU, 4-d channels-last input, and bf16
+(the tensors' own dtype or CPU autocast to bf16); anything else, and torch.compile, which
+sees the plain convolution, runs ``nn.Conv2d.forward``. Without autograd (a validation
+pass) only the forward kernel runs.
 """
 
 from __future__ import annotations
@@ -164,16 +165,24 @@ class KernelConv2d(nn.Conv2d):
             return torch.get_autocast_dtype("cpu") == torch.bfloat16
         return x.dtype == torch.bfloat16 and self.weight.dtype == torch.bfloat16
 
-    def forward(self, x: Tensor) -> Tensor:
-        if (
+    def _kernels_apply(self, x: Tensor) -> bool:
+        """True when this call can run on the kernels: eager, CPU, channels-last, bf16."""
+        return not (
             torch.compiler.is_compiling()
             or x.device.type != "cpu"
             or x.dim() != 4
-            or not torch.is_grad_enabled()
             or not x.is_contiguous(memory_format=torch.channels_last)
             or not self._bf16(x)
             or not kernel_available()
-        ):
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self._kernels_apply(x):
             return super().forward(x)
-        result: Tensor = _Conv3x3.apply(x.to(torch.bfloat16), self.weight, self.bias, self)
-        return result
+        x = x.to(torch.bfloat16)
+        if torch.is_grad_enabled():
+            result: Tensor = _Conv3x3.apply(x, self.weight, self.bias, self)
+            return result
+        if direct_forward(self):  # evaluation (no autograd): the forward kernel alone
+            return conv3x3(x, self.weight, self.bias, self.stride[0])
+        return super().forward(x)

@@ -193,7 +193,7 @@ def test_module_matches_conv2d(mode: str, stride: int, bias: bool) -> None:
 
 @pytest.mark.parametrize(
     "setup",
-    ["fp32", "nchw_input", "no_grad"],
+    ["fp32", "nchw_input", "no_grad_fp32"],
 )
 def test_module_falls_back_to_conv2d_bit_for_bit(
     setup: str, monkeypatch: pytest.MonkeyPatch
@@ -210,12 +210,40 @@ def test_module_falls_back_to_conv2d_bit_for_bit(
     if setup == "nchw_input":
         x = x.contiguous()
     autocast = setup == "nchw_input"
-    if setup == "no_grad":
-        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+    if setup == "no_grad_fp32":
+        with torch.no_grad():
             assert torch.equal(ours(x), conv(x))
         return
     for have, want in zip(_run(ours, x, autocast), _run(conv, x, autocast), strict=True):
         assert torch.equal(have, want)
+
+
+@needs_kernel
+@pytest.mark.parametrize("mode", ["autocast", "bf16"])
+@pytest.mark.parametrize("grad_mode", ["no_grad", "inference_mode"])
+def test_evaluation_runs_the_forward_kernel(
+    mode: str, grad_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[bool] = []
+    right = kernels.conv3x3
+
+    def counted(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(True)
+        return right(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kernels, "conv3x3", counted)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 32, 3, 1, 1).to(memory_format=torch.channels_last).eval()
+    x = torch.randn(3, 16, 9, 7).contiguous(memory_format=torch.channels_last)
+    if mode == "bf16":
+        conv, x = conv.bfloat16(), x.bfloat16()
+    ours = KernelConv2d.from_module(copy.deepcopy(conv))
+    context = torch.no_grad() if grad_mode == "no_grad" else torch.inference_mode()
+    with context, torch.autocast("cpu", torch.bfloat16, enabled=mode == "autocast"):
+        got, want = ours(x), conv(x)
+    assert calls == [True]
+    assert got.dtype == want.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=2**-7, atol=1e-2)
 
 
 def test_module_shares_the_convolution_tensors() -> None:
