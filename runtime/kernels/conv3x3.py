@@ -16,8 +16,9 @@ within bf16 rounding (fp32 sums in another order, rounded once to bf16 as oneDNN
 
 The module takes the kernels only where they apply: CPU, 4-d channels-last input, and bf16
 (the tensors' own dtype or CPU autocast to bf16); anything else, and torch.compile, which
-sees the plain convolution, runs ``nn.Conv2d.forward``. Without autograd (a validation
-pass) only the forward kernel runs.
+sees the plain convolution, runs ``nn.Conv2d.forward``. Without autograd (``no_grad`` or
+``inference_mode``, e.g. a validation pass under bf16 autocast) only the forward kernel runs;
+cnnc's own evaluation runs in fp32 and so stays with ATen.
 """
 
 from __future__ import annotations
