@@ -84,7 +84,8 @@ def test_weight_grad_takes_any_layout_of_its_inputs() -> None:
 
 # (batch, in, out, height, width, stride): 16, 32, 48 and 64 output channels (one, two, one
 # and four vectors per register block), row widths that leave every kind of tail block,
-# the fewest input channels (one pair), an odd number of pairs, and stride 2 on odd sizes
+# the fewest input channels (one pair), an odd number of pairs, stride 2 on odd sizes, and
+# wide rows split into several row tiles per image (the last one short)
 FORWARD = [
     (2, 16, 16, 32, 32, 1),
     (3, 32, 32, 16, 16, 1),
@@ -95,6 +96,8 @@ FORWARD = [
     (3, 16, 32, 9, 11, 2),
     (2, 32, 64, 16, 16, 2),
     (1, 64, 64, 1, 1, 1),
+    (1, 64, 16, 23, 120, 1),
+    (2, 64, 16, 23, 121, 2),
 ]
 
 
