@@ -4,8 +4,8 @@ For each shape: the forward, the input gradient and the weight gradient. A train
 reads activations written long before, so each call starts from a cold cache (a 64 MiB
 buffer is written in between); a warm column shows the in-cache case. cnnc's and oneDNN's
 kernels alternate, and each figure is the median of the rounds. Shapes past the direct
-convolution's size limit (``SMALL_WEIGHTS``) show the weight gradient only, as do stride-2
-input gradients: there cnnc uses oneDNN's.
+convolution's size limit (``SMALL_WEIGHTS``) show the weight gradient only: there cnnc uses
+oneDNN's forward and input gradient.
 
 python bench/conv_kernels.py [--rounds 15]
 """
@@ -67,10 +67,10 @@ def _kernels(shape: tuple[int, ...]) -> dict[str, tuple[Callable[[], object], ..
             lambda: torch.ops.aten.convolution(x, weight, None, *geometry),
             lambda: conv3x3(x, weight, None, stride),
         )
-    if small and stride == 1:
+    if small:
         passes["input grad"] = (
             backward([True, False, False]),
-            lambda: conv3x3(grad, weight, None, 1, transposed=True),
+            lambda: conv3x3(grad, weight, None, stride, True, (size, size)),
         )
     passes["weight grad"] = (backward([False, True, False]), lambda: weight_grad(x, grad, stride))
     return passes

@@ -3,15 +3,16 @@
 Three kernels for bf16 3x3, padding-1 convolutions in channels-last, on AVX512-BF16 CPUs:
 
 - ``cpu/conv3x3.cpp``, the forward (stride 1 or 2) and, with transposed and flipped
-  weights, the input gradient of a stride-1 convolution: a direct convolution that reaches
+  weights, the input gradient (stride 1, or stride 2 phase by phase): a direct convolution
+  that reaches
   this CPU's bf16 peak at 16 channels, where oneDNN's runs at about 40 % of it, and that
   skips ATen's per-call glue (a oneDNN primitive descriptor is built on every call);
 - ``cpu/conv_wgrad.cpp``, the weight gradient, 1.2-2.4x faster than oneDNN's when the
   saved input is out of cache, as it is in a backward pass.
 
 docs/performance.md has the measurements. The direct convolution covers small layers only
-(``in_channels * out_channels <= 4096``: the packed weights stay in L1/L2); larger ones,
-and the input gradient of stride-2 convolutions, stay with ATen. Results equal ATen's
+(``in_channels * out_channels <= 4096``: the packed weights stay in L1/L2); larger ones
+stay with ATen. Results equal ATen's
 within bf16 rounding (fp32 sums in another order, rounded once to bf16 as oneDNN does).
 
 The module takes the kernels only where they apply: CPU, 4-d channels-last input, and bf16
@@ -61,21 +62,27 @@ def direct_forward(conv: nn.Conv2d) -> bool:
 
 def direct_input_grad(conv: nn.Conv2d) -> bool:
     """True when an eligible convolution's input gradient runs the direct kernel."""
-    small = conv.in_channels * conv.out_channels <= SMALL_WEIGHTS
-    return conv.stride == (1, 1) and conv.out_channels % 2 == 0 and small
+    return conv.out_channels % 2 == 0 and conv.in_channels * conv.out_channels <= SMALL_WEIGHTS
 
 
 def conv3x3(
-    x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, transposed: bool = False
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: int,
+    transposed: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> Tensor:
     """bf16 ``conv2d(x, weight, bias, stride, padding=1)`` for 3x3 weights (fp32 or bf16,
-    rounded to bf16). ``transposed``: the input gradient of ``conv2d(·, weight, padding=1)``
-    from its output gradient ``x`` (stride 1, no bias)."""
+    rounded to bf16). ``transposed``: the input gradient of ``conv2d(·, weight, stride,
+    padding=1)`` from its output gradient ``x`` (no bias); stride 2 needs the input's
+    ``size`` (H, W), which the output gradient does not determine."""
     module = load("conv3x3")
     assert module is not None, "conv3x3 needs kernel_available()"
     result: Tensor = module.conv3x3(
-        x.contiguous(memory_format=torch.channels_last), weight, bias, stride, transposed
-    )
+        x.contiguous(memory_format=torch.channels_last), weight, bias, stride, transposed,
+        list(size) if size is not None else [],
+    )  # fmt: skip
     return result
 
 
@@ -130,7 +137,7 @@ class _Conv3x3(torch.autograd.Function):
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
         grad_x = grad_w = grad_b = None
         if needs_x and direct_input_grad(conv):
-            grad_x = conv3x3(grad, weight, None, 1, transposed=True)
+            grad_x = conv3x3(grad, weight, None, stride, True, (x.shape[2], x.shape[3]))
         elif needs_x:
             grad_x = torch.ops.aten.convolution_backward(
                 grad, x, weight.to(torch.bfloat16), None, [stride] * 2, [1, 1], [1, 1],

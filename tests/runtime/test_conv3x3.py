@@ -126,13 +126,24 @@ def test_forward_matches_aten_within_bf16_rounding(case: tuple[int, ...]) -> Non
     torch.testing.assert_close(got.float(), want, rtol=2**-8, atol=1e-3)
 
 
+# stride 2 on even and odd sizes (both phases of each parity, and 1x1 and 1-row inputs)
+INPUT_GRAD = [c for c in CASES if c[1] * c[2] <= 4096] + [
+    (2, 16, 16, 7, 9, 2),
+    (1, 32, 16, 1, 1, 2),
+    (2, 48, 16, 2, 5, 2),
+]
+
+
 @needs_kernel
-@pytest.mark.parametrize("case", [c for c in CASES if c[5] == 1 and c[1] * c[2] <= 4096])
+@pytest.mark.parametrize("case", INPUT_GRAD, ids=[str(c) for c in INPUT_GRAD])
 def test_input_grad_matches_aten_within_bf16_rounding(case: tuple[int, ...]) -> None:
-    x, grad, _ = _pair(case)
+    x, grad, stride = _pair(case)
     weight = torch.randn(grad.shape[1], x.shape[1], 3, 3) / 10
-    got = conv3x3(grad, weight, None, 1, transposed=True)
-    want = torch.nn.grad.conv2d_input(x.shape, _rounded(weight), grad.float(), padding=1)
+    size = (x.shape[2], x.shape[3])
+    got = conv3x3(grad, weight, None, stride, True, size)
+    want = torch.nn.grad.conv2d_input(
+        x.shape, _rounded(weight), grad.float(), stride=stride, padding=1
+    )
     assert got.shape == x.shape and got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got.float(), want, rtol=2**-8, atol=1e-3)
 
@@ -155,15 +166,19 @@ def test_forward_reads_weights_in_any_layout_and_dtype() -> None:
         (16, (16, 17, 3, 3), False, "do not match"),
         (16, (17, 16, 3, 3), True, "do not match"),
         (16, (16, 16, 5, 5), False, "3x3"),
+        (16, (16, 16, 3, 3), "stride 2", "needs the input's"),
     ],
 )
 def test_kernel_refuses_shapes_it_does_not_cover(
-    ci: int, weight_shape: tuple[int, ...], transposed: bool, message: str
+    ci: int, weight_shape: tuple[int, ...], transposed: bool | str, message: str
 ) -> None:
     x = torch.randn(1, ci, 4, 4).bfloat16().contiguous(memory_format=torch.channels_last)
     weight = torch.randn(weight_shape)
     with pytest.raises(RuntimeError, match=message):
-        conv3x3(x, weight, None, 1, transposed)
+        if transposed == "stride 2":  # an input size the gradient's 4x4 cannot come from
+            conv3x3(x, weight, None, 2, True, (10, 8))
+        else:
+            conv3x3(x, weight, None, 1, bool(transposed))
 
 
 def _run(module: nn.Module, x: torch.Tensor, autocast: bool) -> list[torch.Tensor]:
@@ -355,8 +370,8 @@ def test_a_wrong_kernel_is_declined_with_a_logged_reason(
 def test_large_layers_keep_atens_forward_and_input_gradient(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Past ``SMALL_WEIGHTS`` (and for a stride-2 input gradient) ATen computes them, bit
-    for bit; the weight gradient still runs the kernel."""
+    """Past ``SMALL_WEIGHTS`` ATen computes them, bit for bit; the weight gradient still runs
+    the kernel. A small stride-2 layer runs both on the direct kernel."""
     calls: list[bool] = []
     right = kernels.conv3x3
 
@@ -371,12 +386,12 @@ def test_large_layers_keep_atens_forward_and_input_gradient(
         ours = KernelConv2d.from_module(copy.deepcopy(conv))
         x = torch.randn(2, conv.in_channels, 6, 6).contiguous(memory_format=torch.channels_last)
         got, want = _run(ours, x, True), _run(conv, x, True)
-        kernel_forward = conv.stride == (2, 2)
-        if kernel_forward:
-            torch.testing.assert_close(got[0], want[0], rtol=2**-7, atol=1e-2)
-        else:
-            assert torch.equal(got[0], want[0])
-        assert torch.equal(got[1], want[1])  # the input gradient: ATen
+        small = conv.stride == (2, 2)
+        for have, expected in zip(got[:2], want[:2], strict=True):  # output, input gradient
+            if small:
+                torch.testing.assert_close(have, expected, rtol=2**-7, atol=1e-2)
+            else:
+                assert torch.equal(have, expected)
         torch.testing.assert_close(got[2], want[2], rtol=2**-7, atol=1e-2)
-        assert calls == ([True] if kernel_forward else [])
+        assert calls == ([True, True] if small else [])
         calls.clear()
