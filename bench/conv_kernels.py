@@ -19,10 +19,17 @@ from collections.abc import Callable
 
 import torch
 
-from runtime.kernels.conv3x3 import SMALL_WEIGHTS, conv3x3, kernel_available, weight_grad
+from runtime.kernels.conv3x3 import (
+    SMALL_WEIGHTS,
+    conv3x3,
+    kernel_available,
+    pointwise_weight_grad,
+    weight_grad,
+)
 
-# (batch, in, out, size, stride): ResNet-20's layers at batch 64, then ImageNet-sized ones
-SHAPES = [
+# (batch, in, out, size, stride[, kernel size]): ResNet-20's layers at batch 64 (its 1x1
+# projections last), then ImageNet-sized ones
+SHAPES: list[tuple[int, ...]] = [
     (64, 16, 16, 32, 1),
     (64, 32, 32, 16, 1),
     (64, 64, 64, 8, 1),
@@ -34,6 +41,8 @@ SHAPES = [
     (8, 512, 512, 7, 1),
     (16, 64, 256, 13, 1),
     (2, 64, 64, 224, 1),
+    (64, 16, 32, 32, 2, 1),
+    (64, 32, 64, 16, 2, 1),
 ]
 
 _FLUSH = torch.zeros(16 * 1024 * 1024)  # 64 MiB, more than the last-level cache
@@ -49,13 +58,13 @@ def _time(fn: Callable[[], object], cold: bool) -> float:
 
 def _kernels(shape: tuple[int, ...]) -> dict[str, tuple[Callable[[], object], ...]]:
     """(oneDNN, cnnc) callables per pass that cnnc runs on its own kernels for this shape."""
-    n, ci, co, size, stride = shape
+    n, ci, co, size, stride, k = (*shape, 3)[:6]
     out = (size - 1) // stride + 1
     layout = torch.channels_last
     x = torch.randn(n, ci, size, size).bfloat16().contiguous(memory_format=layout)
     grad = torch.randn(n, co, out, out).bfloat16().contiguous(memory_format=layout)
-    weight = torch.randn(co, ci, 3, 3).bfloat16().contiguous(memory_format=layout)
-    geometry = ([stride] * 2, [1, 1], [1, 1], False, [0, 0], 1)
+    weight = torch.randn(co, ci, k, k).bfloat16().contiguous(memory_format=layout)
+    geometry = ([stride] * 2, [k // 2] * 2, [1, 1], False, [0, 0], 1)
 
     def backward(mask: list[bool]) -> Callable[[], object]:
         return lambda: torch.ops.aten.convolution_backward(grad, x, weight, None, *geometry, mask)
@@ -72,7 +81,8 @@ def _kernels(shape: tuple[int, ...]) -> dict[str, tuple[Callable[[], object], ..
             backward([True, False, False]),
             lambda: conv3x3(grad, weight, None, stride, True, (size, size)),
         )
-    passes["weight grad"] = (backward([False, True, False]), lambda: weight_grad(x, grad, stride))
+    wgrad = weight_grad if k == 3 else pointwise_weight_grad
+    passes["weight grad"] = (backward([False, True, False]), lambda: wgrad(x, grad, stride))
     return passes
 
 
@@ -99,13 +109,13 @@ def main() -> None:
     args = parser.parse_args()
     if not kernel_available():
         raise SystemExit("the kernels need a CPU with AVX512-BF16 (and a C++ compiler)")
-    print("| batch, in, out, size, stride | pass | oneDNN cold ms | cnnc cold ms "
+    print("| batch, in, out, size, stride, kernel | pass | oneDNN cold ms | cnnc cold ms "
           "| cold speed-up | oneDNN warm ms | cnnc warm ms | warm speed-up |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for shape in SHAPES:
         for name, t in compare(shape, args.rounds).items():
             print(
-                f"| {', '.join(map(str, shape))} | {name} | {t['onednn_cold']:.3f} "
+                f"| {', '.join(map(str, (*shape, 3)[:6]))} | {name} | {t['onednn_cold']:.3f} "
                 f"| {t['cnnc_cold']:.3f} | {t['onednn_cold'] / t['cnnc_cold']:.2f}x "
                 f"| {t['onednn_warm']:.3f} | {t['cnnc_warm']:.3f} "
                 f"| {t['onednn_warm'] / t['cnnc_warm']:.2f}x |"

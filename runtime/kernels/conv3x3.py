@@ -1,19 +1,20 @@
 """``KernelConv2d``: a Conv2d whose bf16 CPU training step runs cnnc's convolution kernels.
 
-Three kernels for bf16 3x3, padding-1 convolutions in channels-last, on AVX512-BF16 CPUs:
+Kernels for bf16, channels-last convolutions on AVX512-BF16 CPUs: 3x3 with padding 1, and
+the 1x1, stride-2 projection shortcuts of residual networks:
 
 - ``cpu/conv3x3.cpp``, the forward (stride 1 or 2) and, with transposed and flipped
   weights, the input gradient (stride 1, or stride 2 phase by phase): a direct convolution
-  that reaches
-  this CPU's bf16 peak at 16 channels, where oneDNN's runs at about 40 % of it, and that
-  skips ATen's per-call glue (a oneDNN primitive descriptor is built on every call);
-- ``cpu/conv_wgrad.cpp``, the weight gradient, 1.2-2.4x faster than oneDNN's when the
-  saved input is out of cache, as it is in a backward pass.
+  that reaches this CPU's bf16 peak at 16 channels, where oneDNN's runs at about 40 % of it,
+  and that skips ATen's per-call glue (a oneDNN primitive descriptor is built on every
+  call). A 1x1 convolution is the centre tap of the same window;
+- ``cpu/conv_wgrad.cpp``, the 3x3 weight gradient, 1.2-2.4x faster than oneDNN's when the
+  saved input is out of cache, as it is in a backward pass; a 1x1 one is a single GEMM.
 
 docs/performance.md has the measurements. The direct convolution covers small layers only
 (``in_channels * out_channels <= 4096``: the packed weights stay in L1/L2); larger ones
-stay with ATen. Results equal ATen's
-within bf16 rounding (fp32 sums in another order, rounded once to bf16 as oneDNN does).
+stay with ATen. Results equal ATen's within bf16 rounding (fp32 sums in another order,
+rounded once to bf16 as oneDNN does).
 
 The module takes the kernels only where they apply: CPU, 4-d channels-last input, and bf16
 (the tensors' own dtype or CPU autocast to bf16); anything else, and torch.compile, which
@@ -42,16 +43,27 @@ def kernel_available() -> bool:
 
 
 def eligible(conv: nn.Conv2d) -> bool:
-    """The convolutions the weight-gradient kernel covers (channels: its register blocking)."""
+    """The convolutions the kernels cover: 3x3 ones the weight-gradient kernel takes
+    (channels: its register blocking), and small 1x1 stride-2 projection shortcuts."""
+    if conv.dilation != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros":
+        return False
     return (
         conv.kernel_size == (3, 3)
         and conv.padding == (1, 1)
         and conv.stride in ((1, 1), (2, 2))
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and conv.padding_mode == "zeros"
         and conv.in_channels % 16 == 0
         and conv.out_channels % 8 == 0
+    ) or _projection(conv)
+
+
+def _projection(conv: nn.Conv2d) -> bool:
+    """A 1x1, stride-2 convolution (a residual block's projection) the direct kernel takes."""
+    return (
+        conv.kernel_size == (1, 1)
+        and conv.padding == (0, 0)
+        and conv.stride == (2, 2)
+        and conv.in_channels % 2 == 0
+        and direct_forward(conv)
     )
 
 
@@ -84,6 +96,14 @@ def conv3x3(
         list(size) if size is not None else [],
     )  # fmt: skip
     return result
+
+
+def pointwise_weight_grad(x: Tensor, grad: Tensor, stride: int) -> Tensor:
+    """dW of a 1x1 ``conv2d(x, W, stride=stride)``: one bf16 GEMM over the pixels it reads."""
+    sampled = x[:, :, ::stride, ::stride].permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    rows = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+    result = rows.reshape(-1, grad.shape[1]).t() @ sampled
+    return result.view(grad.shape[1], x.shape[1], 1, 1)
 
 
 def weight_grad(x: Tensor, grad: Tensor, stride: int) -> Tensor:
@@ -122,7 +142,7 @@ class _Conv3x3(torch.autograd.Function):
         bf16 = torch.bfloat16
         result: Tensor = torch.ops.aten.convolution(
             x, weight.to(bf16), bias.to(bf16) if bias is not None else None,
-            [stride] * 2, [1, 1], [1, 1], False, [0, 0], 1,
+            [stride] * 2, list(conv.padding), [1, 1], False, [0, 0], 1,
         )  # fmt: skip
         return result
 
@@ -140,11 +160,13 @@ class _Conv3x3(torch.autograd.Function):
             grad_x = conv3x3(grad, weight, None, stride, True, (x.shape[2], x.shape[3]))
         elif needs_x:
             grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight.to(torch.bfloat16), None, [stride] * 2, [1, 1], [1, 1],
-                False, [0, 0], 1, [True, False, False],
+                grad, x, weight.to(torch.bfloat16), None, [stride] * 2, list(conv.padding),
+                [1, 1], False, [0, 0], 1, [True, False, False],
             )[0]  # fmt: skip
         if needs_w:
-            grad_w = weight_grad(x, grad, stride).to(weight.dtype)
+            pointwise = conv.kernel_size == (1, 1)
+            grad_w = (pointwise_weight_grad if pointwise else weight_grad)(x, grad, stride)
+            grad_w = grad_w.to(weight.dtype)
         if needs_b and conv.bias is not None:
             grad_b = grad.sum((0, 2, 3), dtype=torch.float32).to(torch.bfloat16)
             grad_b = grad_b.to(conv.bias.dtype)

@@ -5,6 +5,8 @@ installs it."""
 from __future__ import annotations
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,6 +150,54 @@ def test_input_grad_matches_aten_within_bf16_rounding(case: tuple[int, ...]) -> 
     torch.testing.assert_close(got.float(), want, rtol=2**-8, atol=1e-3)
 
 
+POINTWISE = [
+    (2, 16, 32, 32, 32, 2),
+    (3, 32, 64, 16, 16, 2),
+    (2, 16, 16, 7, 9, 2),
+    (2, 16, 32, 7, 9, 1),
+    (1, 2, 16, 1, 1, 2),
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", POINTWISE, ids=[str(c) for c in POINTWISE])
+def test_pointwise_passes_match_aten_within_bf16_rounding(case: tuple[int, ...]) -> None:
+    n, ci, co, h, w, stride = case
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(n, ci, h, w, generator=generator).bfloat16()
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(co, ci, 1, 1, generator=generator) / ci**0.5
+    y = conv3x3(x, weight, None, stride)
+    want = F.conv2d(x.float(), _rounded(weight), stride=stride)
+    torch.testing.assert_close(y.float(), want, rtol=2**-8, atol=1e-3)
+    grad = torch.randn(want.shape, generator=generator).bfloat16()
+    grad = grad.contiguous(memory_format=torch.channels_last)
+    dw = kernels.pointwise_weight_grad(x, grad, stride)
+    dw_want = torch.nn.grad.conv2d_weight(x.float(), weight.shape, grad.float(), stride)
+    torch.testing.assert_close(dw.float(), dw_want, rtol=2**-8, atol=1e-3)
+    if ci % 16:
+        return  # the input gradient's output channels are the forward's input channels
+    dx = conv3x3(grad, weight, None, stride, True, (h, w))
+    dx_want = torch.nn.grad.conv2d_input(x.shape, _rounded(weight), grad.float(), stride)
+    assert dx.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(dx.float(), dx_want, rtol=2**-8, atol=1e-3)
+
+
+@needs_kernel
+@pytest.mark.parametrize("mode", ["autocast", "bf16"])
+def test_projection_module_matches_conv2d(mode: str) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 32, 1, 2, bias=False).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 16, 10, 9).contiguous(memory_format=torch.channels_last)
+    if mode == "bf16":
+        conv, x = conv.bfloat16(), x.bfloat16()
+    ours = KernelConv2d.from_module(copy.deepcopy(conv))
+    got, want = _run(ours, x, mode == "autocast"), _run(conv, x, mode == "autocast")
+    for have, expected in zip(got, want, strict=True):  # output, input and weight gradients
+        assert have.dtype == expected.dtype and have.shape == expected.shape
+        torch.testing.assert_close(have, expected, rtol=2**-7, atol=1e-2)
+
+
 @needs_kernel
 def test_forward_reads_weights_in_any_layout_and_dtype() -> None:
     x, weight, bias = _forward_inputs(FORWARD[5])
@@ -283,6 +333,13 @@ def test_module_shares_the_convolution_tensors() -> None:
         ({"padding_mode": "reflect"}, False),
         ({"in_channels": 8}, False),
         ({"out_channels": 12}, False),
+        ({"kernel_size": 1, "padding": 0, "stride": 2}, True),  # a projection shortcut
+        ({"kernel_size": 1, "padding": 0}, False),
+        ({"kernel_size": 1, "padding": 0, "stride": 2, "out_channels": 24}, False),
+        (
+            {"kernel_size": 1, "padding": 0, "stride": 2, "in_channels": 128, "out_channels": 64},
+            False,
+        ),
     ],
 )
 def test_eligible_convolutions(kwargs: dict[str, object], expected: bool) -> None:
@@ -395,3 +452,17 @@ def test_large_layers_keep_atens_forward_and_input_gradient(
         torch.testing.assert_close(got[2], want[2], rtol=2**-7, atol=1e-2)
         assert calls == ([True, True] if small else [])
         calls.clear()
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(2, 16, 16, 8, 1), (2, 16, 32, 8, 2, 1)])
+def test_the_kernel_benchmark_times_every_pass(shape: tuple[int, ...]) -> None:
+    """bench/conv_kernels.py runs (a 3x3 and a 1x1 layer, one round each)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "conv_kernels.py"
+    spec = importlib.util.spec_from_file_location("conv_kernels_bench", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.compare(shape, rounds=1)
+    assert set(result) == {"forward", "input grad", "weight grad"}
+    assert all(ms > 0 for times in result.values() for ms in times.values())

@@ -1,11 +1,13 @@
-// A bf16 3x3 convolution (padding 1, stride 1 or 2), channels-last, for AVX512-BF16 CPUs.
+// A bf16 3x3 convolution (padding 1, stride 1 or 2), channels-last, for AVX512-BF16 CPUs;
+// also a 1x1 convolution (padding 0), as the centre tap of the same window.
 //
 // Why: oneDNN runs small-channel bf16 convolutions (ResNet-20's 16-64 channels) at about 40 %
 // of this CPU's bf16 matmul peak, and its ATen glue costs tens of microseconds per call
 // (a primitive descriptor is created every time). This direct convolution keeps a block of
 // output pixels x output channels in registers and streams the 3x3 window through
-// vdpbf16ps. The same kernel computes the input gradient of a stride-1 convolution: a
-// convolution of the output gradient with the transposed, flipped weights.
+// vdpbf16ps. The same kernel computes input gradients: at stride 1 a convolution of the
+// output gradient with the transposed, flipped weights; at stride 2 four such passes, one
+// per output phase, each reading only the taps that reach it.
 //
 // Method: y[n,h,w,o] = sum over (kh, kw, i) of x[n, s*h+kh-1, s*w+kw-1, i] * W[o,i,kh,kw].
 // Input channels are taken in pairs (vdpbf16ps sums a pair of bf16 products into one fp32
@@ -184,9 +186,10 @@ struct Blocks {
   }
 };
 
-// Column masks: 7, all taps (a convolution); 2 and 6, the stride-2 input gradient's phases.
+// Column masks: 7, all taps (a convolution); 2 and 6, the stride-2 input gradient's phases;
+// 2 also a 1x1 convolution (the centre tap alone).
 Block pick(int stride, int columns, int v, int p) {
-  if (stride == 2) return Blocks<2, 7>::pick(v, p);
+  if (stride == 2) return columns == 2 ? Blocks<2, 2>::pick(v, p) : Blocks<2, 7>::pick(v, p);
   if (columns == 2) return Blocks<1, 2>::pick(v, p);
   if (columns == 6) return Blocks<1, 6>::pick(v, p);
   return Blocks<1, 7>::pick(v, p);
@@ -260,16 +263,18 @@ void run(const Geometry& g, int columns, const uint16_t* x, const uint16_t* wp,
 // The input gradient of a stride-2 convolution, phase by phase: output pixels of row parity
 // pr and column parity pc read the output gradient through window taps 1 (parity 0, weight
 // tap 1) or 1 and 2 (parity 1, weight taps 2 and 0), with the window at the pixel's half
-// coordinates; each phase is a stride-1 pass with its own packed weights.
-void input_grad_stride2(const torch::Tensor& gy, const torch::Tensor& weight, Geometry g,
-                        uint16_t* y) {
+// coordinates; each phase is a stride-1 pass with its own packed weights. A 1x1 (pointwise)
+// convolution reaches only the even-even phase (window tap 1, weight tap 0); the caller
+// zeroes the others.
+void input_grad_stride2(const torch::Tensor& gy, const torch::Tensor& weight, bool pointwise,
+                        Geometry g, uint16_t* y) {
 #ifdef CNNC_CONV
-  const TapMap even{-1, 1, -1}, odd{-1, 2, 0};
+  const TapMap even = pointwise ? TapMap{-1, 0, -1} : TapMap{-1, 1, -1}, odd{-1, 2, 0};
   for (int pr = 0; pr < 2; ++pr)
     for (int pc = 0; pc < 2; ++pc) {
       g.oh = (g.fh - pr + 1) / 2;
       g.ow = (g.fw - pc + 1) / 2;
-      if (g.oh == 0 || g.ow == 0) continue;
+      if (g.oh == 0 || g.ow == 0 || (pointwise && (pr || pc))) continue;
       g.row0 = pr, g.col0 = pc, g.step = 2;
       g.rows = pr ? 6 : 2;
       const auto wp = pack_weights(weight, g, true, pr ? odd : even, pc ? odd : even);
@@ -279,9 +284,10 @@ void input_grad_stride2(const torch::Tensor& gy, const torch::Tensor& weight, Ge
 #endif
 }
 
-// x: (N, Ci, H, W) bf16 channels-last. weight: (Co, Ci, 3, 3), or with `transposed` the
-// forward weight (Ci, Co, 3, 3) of the convolution whose input gradient this is, from its
+// x: (N, Ci, H, W) bf16 channels-last. weight: (Co, Ci, k, k), or with `transposed` the
+// forward weight (Ci, Co, k, k) of the convolution whose input gradient this is, from its
 // output gradient x; a stride-2 one needs `size`, the (H, W) of that convolution's input.
+// k = 3 with padding 1, or k = 1 with padding 0 (the centre tap of the same window).
 // Returns (N, Co, OH, OW) bf16 channels-last.
 torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& weight,
                       const c10::optional<torch::Tensor>& bias, int64_t stride, bool transposed,
@@ -291,9 +297,11 @@ torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& weight,
                   x.is_contiguous(at::MemoryFormat::ChannelsLast),
               "conv3x3: a 4-d bf16 channels-last input expected");
   TORCH_CHECK(stride == 1 || stride == 2, "conv3x3: stride 1 or 2");
-  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3 &&
+  TORCH_CHECK(weight.dim() == 4 && (weight.size(2) == 3 || weight.size(2) == 1) &&
+                  weight.size(3) == weight.size(2) &&
                   (weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16),
-              "conv3x3: a 3x3 fp32 or bf16 weight expected");
+              "conv3x3: a 3x3 or 1x1 fp32 or bf16 weight expected");
+  const bool pointwise = weight.size(2) == 1;
   const int64_t ci = x.size(1), co = transposed ? weight.size(1) : weight.size(0);
   TORCH_CHECK((transposed ? weight.size(0) : weight.size(1)) == ci,
               "conv3x3: the weight's channels do not match the input");
@@ -308,9 +316,11 @@ torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& weight,
                 "gradient's size must match");
     oh = size[0], ow = size[1];
   }
-  Geometry g{x.size(0), ci, x.size(2), x.size(3), co, oh, ow, stride, oh, ow, 0, 0, 1, 7};
+  const int taps = pointwise ? 2 : 7;  // window rows and columns read
+  Geometry g{x.size(0), ci, x.size(2), x.size(3), co, oh, ow, stride, oh, ow, 0, 0, 1, taps};
   const auto options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
   auto y = torch::empty({g.n, g.co, oh, ow}, options);
+  if (phases && pointwise) y.zero_();  // three of the four phases get no taps
   torch::Tensor b;
   if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(!transposed && bias->numel() == co, "conv3x3: bias of size out_channels expected");
@@ -319,21 +329,22 @@ torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& weight,
   auto* out = reinterpret_cast<uint16_t*>(y.data_ptr());
   if (phases) {
     g.stride = 1;
-    input_grad_stride2(x, weight, g, out);
+    input_grad_stride2(x, weight, pointwise, g, out);
     return y;
   }
-  const TapMap same{0, 1, 2}, flipped{2, 1, 0};
-  const auto wp = pack_weights(weight, g, transposed, transposed ? flipped : same,
-                               transposed ? flipped : same);
+  const TapMap same{0, 1, 2}, flipped{2, 1, 0}, centre{-1, 0, -1};
+  const TapMap& map = pointwise ? centre : transposed ? flipped : same;
+  const auto wp = pack_weights(weight, g, transposed, map, map);
 #ifdef CNNC_CONV
-  run(g, 7, reinterpret_cast<const uint16_t*>(x.data_ptr()), wp.data(),
+  run(g, taps, reinterpret_cast<const uint16_t*>(x.data_ptr()), wp.data(),
       b.defined() ? b.data_ptr<float>() : nullptr, out);
 #endif
   return y;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("conv3x3", &conv3x3, "bf16 3x3 padding-1 convolution, channels-last (AVX512-BF16)",
+  m.def("conv3x3", &conv3x3,
+        "bf16 3x3 padding-1 (or 1x1) convolution, channels-last (AVX512-BF16)",
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
         py::arg("transposed"), py::arg("size") = std::vector<int64_t>{});
   m.def("available", &cpu_has_bf16, "True when this CPU (and build) has AVX512-BF16");
