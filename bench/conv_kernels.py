@@ -19,13 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from runtime.kernels.conv3x3 import (
-    SMALL_WEIGHTS,
-    conv3x3,
-    kernel_available,
-    pointwise_weight_grad,
-    weight_grad,
-)
+from runtime.kernels.conv3x3 import SMALL_WEIGHTS, conv3x3, kernel_available, weight_grad
 
 # (batch, in, out, size, stride[, kernel size]): ResNet-20's layers at batch 64 (its 1x1
 # projections last), then ImageNet-sized ones
@@ -81,8 +75,11 @@ def _kernels(shape: tuple[int, ...]) -> dict[str, tuple[Callable[[], object], ..
             backward([True, False, False]),
             lambda: conv3x3(grad, weight, None, stride, True, (size, size)),
         )
-    wgrad = weight_grad if k == 3 else pointwise_weight_grad
-    passes["weight grad"] = (backward([False, True, False]), lambda: wgrad(x, grad, stride))
+    if k == 3:  # a 1x1 weight gradient is a plain GEMM, left to oneDNN
+        passes["weight grad"] = (
+            backward([False, True, False]),
+            lambda: weight_grad(x, grad, stride),
+        )
     return passes
 
 

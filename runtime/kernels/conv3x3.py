@@ -9,7 +9,8 @@ the 1x1, stride-2 projection shortcuts of residual networks:
   and that skips ATen's per-call glue (a oneDNN primitive descriptor is built on every
   call). A 1x1 convolution is the centre tap of the same window;
 - ``cpu/conv_wgrad.cpp``, the 3x3 weight gradient, 1.2-2.4x faster than oneDNN's when the
-  saved input is out of cache, as it is in a backward pass; a 1x1 one is a single GEMM.
+  saved input is out of cache, as it is in a backward pass (a 1x1 one, a plain GEMM, stays
+  with oneDNN).
 
 docs/performance.md has the measurements. The direct convolution covers small layers only
 (``in_channels * out_channels <= 4096``: the packed weights stay in L1/L2); larger ones
@@ -98,14 +99,6 @@ def conv3x3(
     return result
 
 
-def pointwise_weight_grad(x: Tensor, grad: Tensor, stride: int) -> Tensor:
-    """dW of a 1x1 ``conv2d(x, W, stride=stride)``: one bf16 GEMM over the pixels it reads."""
-    sampled = x[:, :, ::stride, ::stride].permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-    rows = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
-    result = rows.reshape(-1, grad.shape[1]).t() @ sampled
-    return result.view(grad.shape[1], x.shape[1], 1, 1)
-
-
 def weight_grad(x: Tensor, grad: Tensor, stride: int) -> Tensor:
     """dW of ``conv2d(x, W, stride=stride, padding=1)`` for 3x3 W, from the output's grad."""
     module = load("conv_wgrad")
@@ -156,16 +149,19 @@ class _Conv3x3(torch.autograd.Function):
         grad = grad.contiguous(memory_format=torch.channels_last)
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
         grad_x = grad_w = grad_b = None
-        if needs_x and direct_input_grad(conv):
+        direct_x = needs_x and direct_input_grad(conv)
+        if direct_x:
             grad_x = conv3x3(grad, weight, None, stride, True, (x.shape[2], x.shape[3]))
-        elif needs_x:
-            grad_x = torch.ops.aten.convolution_backward(
+        aten_w = needs_w and conv.kernel_size == (1, 1)  # a GEMM: oneDNN's is as fast
+        if (needs_x and not direct_x) or aten_w:
+            aten_x, grad_w, _ = torch.ops.aten.convolution_backward(
                 grad, x, weight.to(torch.bfloat16), None, [stride] * 2, list(conv.padding),
-                [1, 1], False, [0, 0], 1, [True, False, False],
-            )[0]  # fmt: skip
-        if needs_w:
-            pointwise = conv.kernel_size == (1, 1)
-            grad_w = (pointwise_weight_grad if pointwise else weight_grad)(x, grad, stride)
+                [1, 1], False, [0, 0], 1, [needs_x and not direct_x, aten_w, False],
+            )  # fmt: skip
+            grad_x = grad_x if direct_x else aten_x
+        if needs_w and not aten_w:
+            grad_w = weight_grad(x, grad, stride)
+        if grad_w is not None:
             grad_w = grad_w.to(weight.dtype)
         if needs_b and conv.bias is not None:
             grad_b = grad.sum((0, 2, 3), dtype=torch.float32).to(torch.bfloat16)

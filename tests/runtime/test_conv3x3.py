@@ -172,9 +172,6 @@ def test_pointwise_passes_match_aten_within_bf16_rounding(case: tuple[int, ...])
     torch.testing.assert_close(y.float(), want, rtol=2**-8, atol=1e-3)
     grad = torch.randn(want.shape, generator=generator).bfloat16()
     grad = grad.contiguous(memory_format=torch.channels_last)
-    dw = kernels.pointwise_weight_grad(x, grad, stride)
-    dw_want = torch.nn.grad.conv2d_weight(x.float(), weight.shape, grad.float(), stride)
-    torch.testing.assert_close(dw.float(), dw_want, rtol=2**-8, atol=1e-3)
     if ci % 16:
         return  # the input gradient's output channels are the forward's input channels
     dx = conv3x3(grad, weight, None, stride, True, (h, w))
@@ -464,5 +461,7 @@ def test_the_kernel_benchmark_times_every_pass(shape: tuple[int, ...]) -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     result = bench.compare(shape, rounds=1)
-    assert set(result) == {"forward", "input grad", "weight grad"}
+    assert set(result) == {"forward", "input grad"} | (
+        {"weight grad"} if len(shape) == 5 else set()
+    )
     assert all(ms > 0 for times in result.values() for ms in times.values())
