@@ -149,16 +149,15 @@ class _Conv3x3(torch.autograd.Function):
         grad = grad.contiguous(memory_format=torch.channels_last)
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
         grad_x = grad_w = grad_b = None
-        direct_x = needs_x and direct_input_grad(conv)
-        if direct_x:
-            grad_x = conv3x3(grad, weight, None, stride, True, (x.shape[2], x.shape[3]))
+        aten_x = needs_x and not direct_input_grad(conv)
         aten_w = needs_w and conv.kernel_size == (1, 1)  # a GEMM: oneDNN's is as fast
-        if (needs_x and not direct_x) or aten_w:
-            aten_x, grad_w, _ = torch.ops.aten.convolution_backward(
+        if aten_x or aten_w:
+            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
                 grad, x, weight.to(torch.bfloat16), None, [stride] * 2, list(conv.padding),
-                [1, 1], False, [0, 0], 1, [needs_x and not direct_x, aten_w, False],
+                [1, 1], False, [0, 0], 1, [aten_x, aten_w, False],
             )  # fmt: skip
-            grad_x = grad_x if direct_x else aten_x
+        if needs_x and not aten_x:
+            grad_x = conv3x3(grad, weight, None, stride, True, (x.shape[2], x.shape[3]))
         if needs_w and not aten_w:
             grad_w = weight_grad(x, grad, stride)
         if grad_w is not None:
