@@ -4,8 +4,8 @@ The kernels are compiled on the user's machine with that machine's compiler and 
 set, so correctness is re-checked there: small cases in each supported layout and dtype,
 forward and backward, against ATen. The pooling kernel must agree bit for bit; batch norm
 within tolerance; the bf16 convolution kernels (where the CPU has AVX512-BF16: forward,
-input and weight gradients) within bf16 rounding. A mismatch declines the kernels (with the reason logged), and every model
-keeps running on ATen.
+input and weight gradients) within bf16 rounding. A mismatch declines the kernels (with
+the reason logged), and every model keeps running on ATen.
 """
 
 from __future__ import annotations

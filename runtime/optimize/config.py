@@ -23,9 +23,9 @@ class OptimizeConfig:
             removal and conv+batchnorm folding).
         cpu_kernels: cnnc's fused C++ CPU kernels: [ReLU +] 2x2 max-pooling (exact),
             BatchNorm2d [+ ReLU] (within floating-point tolerance) and, in bf16 training on
-            AVX512-BF16 CPUs, 3x3 convolutions' forward, input and weight gradients
-            (within bf16 rounding); dropout masks from a vectorized hash (another random stream). CPU
-            only.
+            AVX512-BF16 CPUs, the forward and gradients of 3x3 convolutions and 1x1
+            stride-2 projections (within bf16 rounding); dropout masks from a vectorized
+            hash (another random stream). CPU only.
         cache_memory: a caching CPU allocator during the step: freed buffers are reused
             instead of going back to glibc (which returns them to the kernel, so the next
             step faults every page in again). CPU only.

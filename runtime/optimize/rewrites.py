@@ -70,10 +70,10 @@ def for_training(
         model: any module; it is traced, not changed.
         exact: ReLU after max-pooling (exact in outputs and gradients).
         cpu_kernels: [ReLU +] 2x2 max-pooling (exact) and BatchNorm2d [+ ReLU] (equal within
-            floating-point tolerance) through cnnc's fused CPU kernels, bf16 3x3
-            convolutions' forward, input and weight gradients through cnnc's kernels
-            (within bf16 rounding), and
-            dropout through cnnc's vectorized mask (same distribution, another random stream).
+            floating-point tolerance) through cnnc's fused CPU kernels; the forward and
+            gradients of bf16 3x3 convolutions and 1x1 stride-2 projections through cnnc's
+            convolution kernels (within bf16 rounding); and dropout through cnnc's
+            vectorized mask (same distribution, another random stream).
     """
     report = RewriteReport()
     graph_module = trace(model, report)
@@ -261,7 +261,7 @@ def fuse_batchnorm(graph_module: fx.GraphModule) -> int:
 
 
 def conv_kernels(graph_module: fx.GraphModule) -> int:
-    """Run every 3x3 convolution the kernels cover on cnnc's bf16 convolution kernels.
+    """Run every convolution the kernels cover (``conv3x3.eligible``) on cnnc's kernels.
 
     The ``KernelConv2d`` takes the Conv2d's place under the same name and shares its
     Parameters; it uses the kernels only for bf16 CPU training steps, so nothing changes

@@ -61,6 +61,20 @@ def _reference(x: torch.Tensor, grad: torch.Tensor, stride: int) -> torch.Tensor
     return result
 
 
+@pytest.fixture
+def conv_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """One entry per call of the direct convolution kernel (which still runs)."""
+    calls: list[bool] = []
+    right = kernels.conv3x3
+
+    def counted(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(True)
+        return right(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kernels, "conv3x3", counted)
+    return calls
+
+
 def test_kernel_is_built_where_the_cpu_has_bf16() -> None:
     assert kernel_available() == HAS_BF16
 
@@ -287,16 +301,9 @@ def test_module_falls_back_to_conv2d_bit_for_bit(
 @pytest.mark.parametrize("mode", ["autocast", "bf16"])
 @pytest.mark.parametrize("grad_mode", ["no_grad", "inference_mode"])
 def test_evaluation_runs_the_forward_kernel(
-    mode: str, grad_mode: str, monkeypatch: pytest.MonkeyPatch
+    mode: str, grad_mode: str, conv_calls: list[bool]
 ) -> None:
-    calls: list[bool] = []
-    right = kernels.conv3x3
-
-    def counted(*args: object, **kwargs: object) -> torch.Tensor:
-        calls.append(True)
-        return right(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(kernels, "conv3x3", counted)
+    calls = conv_calls
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 32, 3, 1, 1).to(memory_format=torch.channels_last).eval()
     x = torch.randn(3, 16, 9, 7).contiguous(memory_format=torch.channels_last)
@@ -421,19 +428,10 @@ def test_a_wrong_kernel_is_declined_with_a_logged_reason(
 
 
 @needs_kernel
-def test_large_layers_keep_atens_forward_and_input_gradient(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_large_layers_keep_atens_forward_and_input_gradient(conv_calls: list[bool]) -> None:
     """Past ``SMALL_WEIGHTS`` ATen computes them, bit for bit; the weight gradient still runs
     the kernel. A small stride-2 layer runs both on the direct kernel."""
-    calls: list[bool] = []
-    right = kernels.conv3x3
-
-    def counted(*args: object, **kwargs: object) -> torch.Tensor:
-        calls.append(True)
-        return right(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(kernels, "conv3x3", counted)
+    calls = conv_calls
     torch.manual_seed(0)
     for conv in (nn.Conv2d(128, 64, 3, 1, 1), nn.Conv2d(16, 32, 3, 2, 1)):
         conv = conv.to(memory_format=torch.channels_last)

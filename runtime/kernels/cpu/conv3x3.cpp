@@ -31,24 +31,14 @@
 #include <utility>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define CNNC_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-#define CNNC_CONV 1
-#endif
+#include "bf16.h"
 
 namespace {
 
 constexpr int64_t kTileBytes = 65536;  // padded input rows per work item, sized for L1/L2
 
-bool cpu_has_bf16() {
-#ifdef CNNC_CONV
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512bf16");
-#else
-  return false;
-#endif
-}
+using cnnc_bf16::cpu_has_bf16;
+using cnnc_bf16::to_bf16;
 
 struct Geometry {
   int64_t n, ci, h, w;  // input
@@ -62,14 +52,6 @@ struct Geometry {
 };
 
 using TapMap = std::array<int, 3>;  // window tap -> weight tap (-1: zero)
-
-uint16_t to_bf16(float v) {  // round to nearest even, as c10::BFloat16 (NaN stays NaN)
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  if (v != v) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7FFF + ((bits >> 16) & 1);
-  return static_cast<uint16_t>(bits >> 16);
-}
 
 inline uint16_t bits(float v) { return to_bf16(v); }
 inline uint16_t bits(c10::BFloat16 v) { return v.x; }
@@ -114,7 +96,7 @@ std::vector<uint16_t> pack_weights(const torch::Tensor& weight, const Geometry& 
   return out;
 }
 
-#ifdef CNNC_CONV
+#ifdef CNNC_BF16
 
 using Block = void (*)(const Geometry&, const uint16_t*, const uint16_t*, const float*,
                        uint16_t*);
@@ -256,7 +238,7 @@ void run(const Geometry& g, int columns, const uint16_t* x, const uint16_t* wp,
   });
 }
 
-#endif  // CNNC_CONV
+#endif  // CNNC_BF16
 
 }  // namespace
 
@@ -268,7 +250,7 @@ void run(const Geometry& g, int columns, const uint16_t* x, const uint16_t* wp,
 // zeroes the others.
 void input_grad_stride2(const torch::Tensor& gy, const torch::Tensor& weight, bool pointwise,
                         Geometry g, uint16_t* y) {
-#ifdef CNNC_CONV
+#ifdef CNNC_BF16
   const TapMap even = pointwise ? TapMap{-1, 0, -1} : TapMap{-1, 1, -1}, odd{-1, 2, 0};
   for (int pr = 0; pr < 2; ++pr)
     for (int pc = 0; pc < 2; ++pc) {
@@ -335,7 +317,7 @@ torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& weight,
   const TapMap same{0, 1, 2}, flipped{2, 1, 0}, centre{-1, 0, -1};
   const TapMap& map = pointwise ? centre : transposed ? flipped : same;
   const auto wp = pack_weights(weight, g, transposed, map, map);
-#ifdef CNNC_CONV
+#ifdef CNNC_BF16
   run(g, taps, reinterpret_cast<const uint16_t*>(x.data_ptr()), wp.data(),
       b.defined() ? b.data_ptr<float>() : nullptr, out);
 #endif

@@ -28,11 +28,7 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define CNNC_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-#define CNNC_WGRAD 1
-#endif
+#include "bf16.h"
 
 namespace {
 
@@ -40,14 +36,8 @@ constexpr int64_t kOutBlock = 8;      // output channels per register block (3 t
 constexpr int64_t kTileBytes = 262144;    // x and gy row tile, sized to stay in L2
 constexpr int64_t kPartialBytes = 1 << 20;  // per-thread partial sums kept up to this size
 
-bool cpu_has_bf16() {
-#ifdef CNNC_WGRAD
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512bf16");
-#else
-  return false;
-#endif
-}
+using cnnc_bf16::cpu_has_bf16;
+using cnnc_bf16::to_bf16;
 
 struct Shape {
   int64_t n, ci, h, w;  // input
@@ -55,7 +45,7 @@ struct Shape {
   int64_t stride;
 };
 
-#ifdef CNNC_WGRAD
+#ifdef CNNC_BF16
 
 alignas(64) const uint16_t kPairs[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
                                          21, 6, 22, 7, 23, 8, 24, 9, 25, 10, 26,
@@ -154,15 +144,7 @@ int64_t tile_rows(const Shape& s) {
   return std::clamp<int64_t>((kTileBytes - 2 * x_row) / (x_row + g_row), 1, s.oh);
 }
 
-#endif  // CNNC_WGRAD
-
-uint16_t to_bf16(float v) {  // round to nearest even, as c10::BFloat16 (NaN stays NaN)
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  if (v != v) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7FFF + ((bits >> 16) & 1);
-  return static_cast<uint16_t>(bits >> 16);
-}
+#endif  // CNNC_BF16
 
 }  // namespace
 
@@ -187,7 +169,7 @@ torch::Tensor weight_grad(const torch::Tensor& x, const torch::Tensor& grad, int
   const auto layout = x.options().memory_format(at::MemoryFormat::ChannelsLast);
   auto out = torch::empty({s.co, s.ci, 3, 3}, layout);
   std::vector<float> total(size, 0.f);
-#ifdef CNNC_WGRAD
+#ifdef CNNC_BF16
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr());
   const auto* gp = reinterpret_cast<const uint16_t*>(grad.data_ptr());
   const int64_t pairs = (s.n + 1) / 2;
