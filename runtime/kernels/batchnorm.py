@@ -1,8 +1,8 @@
 """``cnnc_runtime::batch_norm_relu``: BatchNorm2d with an optional fused ReLU, a custom op.
 
 On CPU it runs ``cpu/batchnorm.cpp``: one statistics pass and one normalize(+ReLU) pass
-forward, one reduction pass and one write pass backward, AVX-512 over channels-last rows or
-NCHW planes. Elsewhere, or without the built kernel, it computes through ATen's
+forward, one reduction pass and one write pass backward, over channels-last rows or NCHW
+planes (AVX-512 vectors, or the scalar path below that ISA level). Elsewhere, or without the built kernel, it computes through ATen's
 ``native_batch_norm``. Numerics match ATen within floating-point tolerance (statistics are
 summed in another order); running statistics are updated like nn.BatchNorm2d's.
 
@@ -16,15 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from runtime.kernels.cpu_ext import load
+from runtime.kernels.cpu_ext import load, vectorized
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def kernel_available() -> bool:
-    """True when the C++ kernel is built (and vectorized) for this CPU."""
-    module = load("batchnorm")
-    return module is not None and bool(module.vectorized())
+    """True when the C++ kernel is built and runs a vector path at the ISA level in use."""
+    return vectorized("batchnorm")
 
 
 def _module_for(x: Tensor) -> object | None:

@@ -1,11 +1,15 @@
 """Building and loading cnnc's C++ CPU kernels (``runtime/kernels/cpu/*.cpp``).
 
-The sources are compiled on first use (all of them at once, one compiler per core) with
-torch's own extension builder (the same C++ toolchain torch.compile's CPU backend needs) and
-cached by torch under
-``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later processes load
-them in milliseconds. AVX-512 code is compiled in only when this CPU has AVX-512; without it
-the kernels run their scalar path. If nothing can be built (no compiler), the loader says
+Each kernel is compiled on its first use on a machine, with torch's own extension builder
+(the C++ toolchain torch.compile's CPU backend needs too), and cached by torch under
+``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later processes load it
+in milliseconds. Only the kernels a run uses are built, several at once (one compiler per
+core). Before a build starts, one line on the ``runtime.kernels.build`` logger says what is
+built, why and about how long it takes; a line per finished kernel follows.
+
+One build serves every CPU: a kernel holds a scalar code path and its vector paths (see
+``cpu/paths.h``), and runs the best one at or below the level in use (``runtime.kernels.isa``,
+capped by ``$CNNC_CPU_ISA``). Without a C++ compiler, or when a build fails, the loader says
 why once and returns None, and every user of a kernel falls back to ATen.
 """
 
@@ -13,38 +17,43 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+import shutil
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from runtime.kernels import isa
+
 log = logging.getLogger("runtime.kernels")
+build_log = logging.getLogger("runtime.kernels.build")
 
 SOURCES = Path(__file__).resolve().parent / "cpu"
-_AVX512 = ("avx512f", "avx512bw", "avx512vl")
+KERNELS = tuple(sorted(path.stem for path in SOURCES.glob("*.cpp")))
+DEFAULT_BUILD_S = 45.0  # one kernel on one core, when this machine has no record yet
+_TIMES_FILE = "cnnc_build_seconds.json"
 
-
-def cpu_flags() -> set[str]:
-    """The instruction-set flags of this CPU (empty when /proc/cpuinfo is unavailable)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+_modules: dict[str, ModuleType | None] = {}
+_reasons: dict[str, str] = {}
+_selected: dict[str, str] = {}
 
 
 def compile_flags() -> list[str]:
-    """-O3 and OpenMP, plus AVX-512 when every instruction the kernels use is present."""
-    flags = ["-O3", "-fopenmp"]
-    if all(flag in cpu_flags() for flag in _AVX512):
-        flags += [f"-m{flag}" for flag in _AVX512]
-    return flags
+    """-O3 and OpenMP. No -m flags: vector paths enable their instructions themselves."""
+    return ["-O3", "-fopenmp"]
 
 
+def compiler() -> str | None:
+    """The C++ compiler torch's builder runs (``$CXX``, default ``c++``), or None if absent."""
+    return shutil.which(os.environ.get("CXX", "c++"))
+
+
+@functools.cache
 def source_hash() -> str:
     """A digest of every kernel source and header: a change builds a fresh extension."""
     digest = hashlib.sha256()
@@ -53,41 +62,191 @@ def source_hash() -> str:
     return digest.hexdigest()[:10]
 
 
-@functools.cache
-def load(name: str) -> ModuleType | None:
-    """The compiled extension ``cpu/<name>.cpp``, or None (with a logged reason).
-
-    The first call builds every kernel, in parallel (one compiler per core): a model that
-    uses one usually uses several, and each takes ~40 s to compile on one core.
-    """
-    _build_all()
-    return _load(name)
+def extension_name(name: str) -> str:
+    return f"cnnc_{name}_{source_hash()}"
 
 
-@functools.cache
-def _build_all() -> None:
-    names = sorted(path.stem for path in SOURCES.glob("*.cpp"))
-    workers = max(1, min(len(names), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # the builds are subprocesses
-        list(pool.map(_load, names))
-
-
-@functools.cache
-def _load(name: str) -> ModuleType | None:
+def _build_dir(name: str) -> Path:
     from torch.utils import cpp_extension
 
-    source = SOURCES / f"{name}.cpp"
+    return Path(cpp_extension._get_build_directory(extension_name(name), False))
+
+
+def cached(name: str) -> bool:
+    """True when this version of kernel ``name`` is already built on this machine."""
+    return (_build_dir(name) / f"{extension_name(name)}.so").exists()
+
+
+def _check(names: Iterable[str]) -> list[str]:
+    names = list(dict.fromkeys(names))
+    unknown = [name for name in names if name not in KERNELS]
+    if unknown:
+        raise ValueError(f"no CPU kernel named {', '.join(unknown)}; known: {', '.join(KERNELS)}")
+    return names
+
+
+def build(names: Iterable[str], why: str = "") -> None:
+    """Build (or load from the cache) every kernel in ``names`` not loaded yet, in parallel.
+
+    ``why`` (e.g. "the cpu_kernels optimization") goes into the line announcing a build.
+    """
+    wanted = [name for name in _check(names) if name not in _modules]
+    if not wanted:
+        return
+    if compiler() is None:
+        _no_compiler(wanted)
+        return
+    fresh = [name for name in wanted if not cached(name)]
+    workers = max(1, min(len(wanted), os.cpu_count() or 1))
+    if fresh:
+        _announce(fresh, why, workers)
+    times = _recorded_times()
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # each build is a subprocess
+        futures = {pool.submit(_compile, name): name for name in wanted}
+        for done, future in enumerate(as_completed(futures), 1):
+            name = futures[future]
+            module, seconds = future.result()
+            _modules[name] = module
+            if name in fresh and module is not None:
+                times[name] = round(seconds, 1)
+                build_log.info(
+                    "built cnnc's %s kernel (%d/%d, %.0f s)", name, done, len(wanted), seconds
+                )
+    if fresh:
+        _record_times(times)
+
+
+def _compile(name: str) -> tuple[ModuleType | None, float]:
+    from torch.utils import cpp_extension
+
+    start = time.perf_counter()
     try:
         module: ModuleType = cpp_extension.load(
-            name=f"cnnc_{name}_{source_hash()}",
-            sources=[str(source)],
+            name=extension_name(name),
+            sources=[str(SOURCES / f"{name}.cpp")],
             extra_cflags=compile_flags(),
             extra_include_paths=[str(SOURCES)],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
-    except Exception as exc:  # a missing compiler or ninja surfaces as many error types
+    except Exception as exc:  # a failed build surfaces as many error types
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        _reasons[name] = f"the build failed: {reason}"
         log.warning("cnnc's CPU kernel %s is unavailable, using ATen instead: %s", name, reason)
-        return None
+        return None, time.perf_counter() - start
+    return module, time.perf_counter() - start
+
+
+def _no_compiler(names: list[str]) -> None:
+    command = os.environ.get("CXX", "c++")
+    reason = f"no C++ compiler ({command!r} is not on PATH)"
+    if not any(name in _reasons for name in KERNELS):
+        log.warning(
+            "cnnc's CPU kernels need a C++ compiler and %r was not found, so cnnc runs on "
+            "ATen's kernels; install one (Debian/Ubuntu: apt install g++) to use them",
+            command,
+        )
+    for name in names:
+        _modules[name] = None
+        _reasons[name] = reason
+
+
+def _announce(names: list[str], why: str, workers: int) -> None:
+    times = _recorded_times()
+    total = sum(times.get(name, DEFAULT_BUILD_S) for name in names)
+    longest = max(times.get(name, DEFAULT_BUILD_S) for name in names)
+    estimate = max(longest, total / workers)
+    build_log.warning(
+        "compiling cnnc's CPU kernel%s %s for this machine%s, once: about %s on %d core%s; "
+        "later runs load %s from %s",
+        "s" if len(names) > 1 else "",
+        ", ".join(names),
+        f" ({why})" if why else "",
+        _duration(estimate),
+        workers,
+        "s" if workers > 1 else "",
+        "them" if len(names) > 1 else "it",
+        _build_dir(names[0]).parent,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(10, round(seconds / 10) * 10):.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+def _times_path() -> Path:
+    return _build_dir(KERNELS[0]).parent / _TIMES_FILE
+
+
+def _recorded_times() -> dict[str, float]:
+    """Seconds each kernel's last build took on this machine (one core)."""
+    try:
+        data = json.loads(_times_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _record_times(times: dict[str, float]) -> None:
+    try:
+        _times_path().write_text(json.dumps(times, sort_keys=True), encoding="utf-8")
+    except OSError:
+        pass  # the next estimate falls back to the default
+
+
+def load(name: str) -> ModuleType | None:
+    """The compiled extension ``cpu/<name>.cpp`` (built on first use), running its best code
+    path for the level in use; None when it cannot be built (the reason is logged)."""
+    module = _modules.get(name)
+    if module is None:
+        if name in _modules:
+            return None
+        build([name])
+        module = _modules.get(name)
+        if module is None:
+            return None
+    if hasattr(module, "paths"):
+        level = isa.level()
+        if _selected.get(name) != level:
+            module.use(isa.path_for(module.paths(), level))
+            _selected[name] = level
     return module
+
+
+def path(name: str) -> str | None:
+    """The code path kernel ``name`` runs at the level in use (None: unavailable)."""
+    module = load(name)
+    if module is None:
+        return None
+    return str(module.path()) if hasattr(module, "path") else "scalar"
+
+
+def vectorized(name: str) -> bool:
+    """True when kernel ``name`` is built and runs a vector path at the level in use."""
+    return path(name) not in (None, "scalar")
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """What ``cnnc doctor`` reports of one kernel."""
+
+    name: str
+    state: str  # "loaded", "cached", "not built" or "unavailable"
+    paths: tuple[str, ...] = ()
+    path: str | None = None
+    reason: str = ""
+
+
+def state(name: str) -> KernelState:
+    """The kernel's state in this process, without building it."""
+    module = _modules.get(name)
+    if name in _modules and module is None:
+        return KernelState(name, "unavailable", reason=_reasons.get(name, "see the log"))
+    if module is None:
+        if compiler() is None:
+            return KernelState(name, "unavailable", reason="no C++ compiler")
+        return KernelState(name, "cached" if cached(name) else "not built")
+    paths = tuple(module.paths()) if hasattr(module, "paths") else ()
+    return KernelState(name, "loaded", paths, path(name))

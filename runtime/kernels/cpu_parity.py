@@ -1,21 +1,25 @@
 """The trust check cnnc's CPU kernels pass once per process before a model uses them.
 
 The kernels are compiled on the user's machine with that machine's compiler and instruction
-set, so correctness is re-checked there: small cases in each supported layout and dtype,
+set, so correctness is re-checked there, for the kernels a run uses, at the ISA level in use
+(each level runs another code path): small cases in each supported layout and dtype,
 forward and backward, against ATen. The pooling kernel must agree bit for bit; batch norm
-within tolerance; the bf16 convolution kernels (where the CPU has AVX512-BF16: forward,
-input and weight gradients) within bf16 rounding. A mismatch declines the kernels (with
-the reason logged), and every model keeps running on ATen.
+within tolerance; the bf16 convolution kernels (forward, input and weight gradients) within
+bf16 rounding. A mismatch declines the kernels (with the level and the reason logged), and
+every model keeps running on ATen.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from runtime.kernels import isa
 
 log = logging.getLogger("runtime.kernels")
 
@@ -67,10 +71,8 @@ def _batchnorm_mismatch(dtype: torch.dtype, channels_last: bool) -> str | None:
 
 
 def _conv_mismatch() -> str | None:
-    from runtime.kernels.conv3x3 import conv3x3, kernel_available, weight_grad
+    from runtime.kernels.conv3x3 import conv3x3, weight_grad
 
-    if not kernel_available():
-        return None  # the convolutions keep ATen's kernels
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(16, 16, 3, 3, generator=generator).bfloat16()
     bias = torch.randn(16, generator=generator).bfloat16()
@@ -93,18 +95,47 @@ def _conv_mismatch() -> str | None:
     return None
 
 
-@functools.cache
-def trusted() -> bool:
-    """True when every kernel matches ATen on this machine (checked once per process)."""
+def _pool_mismatches() -> str | None:
+    return _each_layout(_pool_mismatch)
+
+
+def _batchnorm_mismatches() -> str | None:
+    return _each_layout(_batchnorm_mismatch)
+
+
+def _each_layout(check: Callable[[torch.dtype, bool], str | None]) -> str | None:
     for dtype in (torch.float32, torch.bfloat16):
         for channels_last in (False, True):
-            for check in (_pool_mismatch, _batchnorm_mismatch):
-                problem = check(dtype, channels_last)
-                if problem is not None:
-                    log.warning("cnnc's CPU kernels are not used: %s", problem)
-                    return False
-    problem = _conv_mismatch()
-    if problem is not None:
-        log.warning("cnnc's CPU kernels are not used: %s", problem)
-        return False
+            problem = check(dtype, channels_last)
+            if problem is not None:
+                return problem
+    return None
+
+
+# kernel -> its check; the two convolution kernels are checked together, under conv3x3
+CHECKS: dict[str, Callable[[], str | None]] = {
+    "pool2x2": _pool_mismatches,
+    "batchnorm": _batchnorm_mismatches,
+    "conv3x3": _conv_mismatch,
+}
+
+
+def trusted(kernels: Iterable[str] = ("pool2x2", "batchnorm")) -> bool:
+    """True when each of ``kernels`` matches ATen at the ISA level in use (checked once per
+    process and level)."""
+    return _trusted(isa.level(), tuple(sorted(set(kernels) & set(CHECKS))))
+
+
+@functools.cache
+def _trusted(level: str, kernels: tuple[str, ...]) -> bool:
+    for name in kernels:
+        problem = CHECKS[name]()
+        if problem is not None:
+            log.warning("cnnc's CPU kernels are not used (ISA level %s): %s", level, problem)
+            return False
     return True
+
+
+def forget() -> None:
+    """Check again at the next ``trusted`` call (for tests that swap a kernel)."""
+    _trusted.cache_clear()

@@ -2,7 +2,7 @@
 
 ATen's CPU dropout draws an mt19937 number per element in a scalar loop (18 ms for a
 16x512x13x13 activation on this machine); the kernel hashes (element index, seed) with
-AVX-512 and recomputes the mask in the backward instead of storing it. Each element is kept
+AVX-512 (a scalar path gives the same masks below that ISA level) and recomputes the mask in the backward instead of storing it. Each element is kept
 with probability 1 - p and scaled by 1 / (1 - p), as in torch, and ``torch.manual_seed``
 makes runs repeat; the masks themselves differ from torch's (another random stream).
 
@@ -12,22 +12,18 @@ The kernel runs in training on CPU for fp32/bf16/fp16 tensors contiguous in the 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor, nn
 
-from runtime.kernels.cpu_ext import load
+from runtime.kernels.cpu_ext import load, vectorized
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _SEED_BOUND = 2**63 - 1
 
 
-@functools.cache
 def kernel_available() -> bool:
-    """True when the C++ kernel is built (and vectorized) for this CPU."""
-    module = load("dropout")
-    return module is not None and bool(module.vectorized())
+    """True when the C++ kernel is built and runs a vector path at the ISA level in use."""
+    return vectorized("dropout")
 
 
 def _seeds() -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """``cnnc_runtime::maxpool2x2``: fused [ReLU +] 2x2 stride-2 max pooling, a torch custom op.
 
-On CPU it runs the C++ kernel of ``cpu/pool2x2.cpp`` (AVX-512, one byte of window index per
-output instead of int64 indices); ATen's CPU max-pooling is a scalar loop that takes about a
+On CPU it runs the C++ kernel of ``cpu/pool2x2.cpp`` (vectorized with AVX-512, scalar below
+that level; one byte of window index per output instead of int64 indices); ATen's CPU max-pooling is a scalar loop that takes about a
 quarter of a LeNet training step. Elsewhere, or when the kernel cannot be built, the same
 op computes through ATen. Values and gradients equal ``max_pool2d(relu(x), 2)`` and
 ``relu(max_pool2d(x, 2))`` bit for bit (tests check ties, NaN, odd sizes, both memory
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from runtime.kernels.cpu_ext import load
+from runtime.kernels.cpu_ext import load, vectorized
 
 NO_GRAD = 4  # window index meaning "the ReLU zeroed this output": no gradient
 
@@ -26,9 +26,8 @@ def _format(x: Tensor) -> torch.memory_format:
 
 
 def kernel_available() -> bool:
-    """True when the C++ kernel is built (and vectorized) for this CPU."""
-    module = load("pool2x2")
-    return module is not None and bool(module.vectorized())
+    """True when the C++ kernel is built and runs a vector path at the ISA level in use."""
+    return vectorized("pool2x2")
 
 
 @torch.library.custom_op("cnnc_runtime::maxpool2x2", mutates_args=())

@@ -3,8 +3,11 @@
 Candidates are measured side by side with plain eager (interleaved rounds, medians, see
 ``runtime.benchmark``). A candidate wins only if it beats eager by a margin larger than the
 measurement noise, so ``auto`` is never slower than eager; otherwise eager is the answer.
-Reduced precision is a candidate only when the caller allows it. The choice is cached per
-device name, torch version, model key and batch size, so a second run reuses it.
+Reduced precision is a candidate only when the caller allows it and the device computes it
+natively (``precision_unavailable`` says why not: bf16 autocast on a CPU without AVX512-BF16,
+AMX or ARM BF16 runs emulated, several times slower than fp32); ``force_precision`` times it
+anyway. The choice is cached per device name, ISA level, torch version, model key and batch
+size, so a second run reuses it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import torch
 
 from runtime.benchmark import Measurement, Schedule, Variant, Workload, device_name, measure
+from runtime.kernels import isa
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
 
 log = logging.getLogger("runtime.optimize")
@@ -48,12 +52,32 @@ class TuneResult:
     finals: list[Measurement] = field(default_factory=list)
 
 
+def precision_unavailable(amp: Amp, device: torch.device) -> str | None:
+    """Why autocast to ``amp`` cannot pay on ``device`` (None: it can, or ``amp`` is off)."""
+    if amp == "fp16" and device.type != "cuda":
+        return "fp16 autocast trains on CUDA only"
+    if amp == "bf16" and device.type == "cpu" and not isa.native_bf16():
+        return (
+            f"this CPU has no native bf16 at level {isa.level()} (it needs AVX512-BF16, AMX "
+            "or ARM BF16), so bf16 autocast runs emulated, several times slower than fp32"
+        )
+    return None
+
+
+def left_out(amp: Amp, device: torch.device, force_precision: bool = False) -> str | None:
+    """Why ``amp``'s candidates are not timed on ``device`` (None: they are). Forcing brings
+    back bf16 on a CPU without native bf16; fp16 stays CUDA's."""
+    why = precision_unavailable(amp, device)
+    return None if force_precision and amp == "bf16" else why
+
+
 def candidates(
-    device: torch.device, allowed_amp: tuple[Amp, ...] = ("off",)
+    device: torch.device, allowed_amp: tuple[Amp, ...] = ("off",), *, force_precision: bool = False
 ) -> list[OptimizeConfig]:
     """The configurations worth timing on ``device`` (eager first).
 
-    fp32 candidates always; each reduced precision in ``allowed_amp`` adds its own.
+    fp32 candidates always; each reduced precision in ``allowed_amp`` adds its own where
+    the device computes it natively (or always, with ``force_precision``; fp16 stays CUDA's).
     """
     fp32 = [
         EAGER,
@@ -72,7 +96,7 @@ def candidates(
         ]
     out = list(fp32)
     for amp in allowed_amp:
-        if amp == "off" or (amp == "fp16" and device.type != "cuda"):
+        if amp == "off" or left_out(amp, device, force_precision) is not None:
             continue
         out += [
             OptimizeConfig(amp=amp),
@@ -103,8 +127,9 @@ def model_key(model: torch.nn.Module) -> str:
 
 def _cache_key(work: Workload, key: str, allowed_amp: tuple[Amp, ...]) -> str:
     mode = "train" if work.training else "infer"
+    level = f" | isa {isa.level()}" if work.device.type == "cpu" else ""
     return (
-        f"{device_name(work.device)} | torch {torch.__version__} | {key} | batch "
+        f"{device_name(work.device)}{level} | torch {torch.__version__} | {key} | batch "
         f"{work.batch} | {mode} | amp {','.join(allowed_amp)}"
     )
 
@@ -155,12 +180,15 @@ def tune(
     final_schedule: Schedule = FINAL_SCHEDULE,
     refresh: bool = False,
     cache: Path | None = None,
+    force_precision: bool = False,
 ) -> TuneResult:
     """Measure the candidates for ``work`` and return the fastest (cached by default).
 
     Every candidate is timed in a first pass; the ``FINALISTS`` fastest and eager are then
     timed again side by side with ``final_schedule`` (more steps per round when steps are
-    short, see ``FINAL_ROUND_MS``), and the choice is made on that.
+    short, see ``FINAL_ROUND_MS``), and the choice is made on that. A reduced precision in
+    ``allowed_amp`` that the device does not compute natively is left out, and the reason
+    says so (``force_precision`` times it anyway).
     """
     path = cache or cache_file()
     full_key = _cache_key(work, key or model_key(work.factory()), allowed_amp)
@@ -168,10 +196,14 @@ def tune(
     if cached is not None and not refresh:
         config = OptimizeConfig(**cached["config"])  # type: ignore[arg-type]
         return TuneResult(config, f"{cached['reason']} (cached)", full_key, [], cached=True)
-    variants = [Variant(config.name, config) for config in candidates(work.device, allowed_amp)]
-    measurements = measure(work, variants, schedule)
+    configs = candidates(work.device, allowed_amp, force_precision=force_precision)
+    measurements = measure(work, [Variant(config.name, config) for config in configs], schedule)
     finals = measure(work, _finalists(measurements), _lengthened(final_schedule, measurements))
     config, reason = choose(finals)
+    for amp in allowed_amp:
+        why = left_out(amp, work.device, force_precision)
+        if why is not None:
+            reason += f"; {amp} left out: {why}"
     reason += f"; first pass over all {len(measurements)} candidates: " + ", ".join(
         f"{m.name} {m.ratio_vs_eager:.2f}x" for m in sorted(measurements, key=lambda m: m.step_ms)
     )

@@ -62,7 +62,7 @@ def trace(model: nn.Module, report: RewriteReport) -> fx.GraphModule | None:
 
 
 def for_training(
-    model: nn.Module, *, exact: bool = True, cpu_kernels: bool = False
+    model: nn.Module, *, exact: bool = True, cpu_kernels: bool = False, bf16: bool = False
 ) -> tuple[nn.Module, RewriteReport]:
     """The rewrites for training mode.
 
@@ -70,10 +70,11 @@ def for_training(
         model: any module; it is traced, not changed.
         exact: ReLU after max-pooling (exact in outputs and gradients).
         cpu_kernels: [ReLU +] 2x2 max-pooling (exact) and BatchNorm2d [+ ReLU] (equal within
-            floating-point tolerance) through cnnc's fused CPU kernels; the forward and
-            gradients of bf16 3x3 convolutions and 1x1 stride-2 projections through cnnc's
-            convolution kernels (within bf16 rounding); and dropout through cnnc's
-            vectorized mask (same distribution, another random stream).
+            floating-point tolerance) through cnnc's fused CPU kernels; dropout through
+            cnnc's vectorized mask (same distribution, another random stream); and with
+            ``bf16`` (the step runs under bf16 autocast) the forward and gradients of 3x3
+            convolutions and 1x1 stride-2 projections through cnnc's convolution kernels
+            (within bf16 rounding), where the ISA level in use has AVX512-BF16.
     """
     report = RewriteReport()
     graph_module = trace(model, report)
@@ -82,7 +83,8 @@ def for_training(
     if cpu_kernels:
         report.add("fused_batchnorm", fuse_batchnorm(graph_module))
         report.add("fused_relu_maxpool", fuse_relu_maxpool(graph_module))
-        report.add("conv_kernels", conv_kernels(graph_module))
+        if bf16:
+            report.add("conv_kernels", conv_kernels(graph_module))
         report.add("fast_dropout", fast_dropout(graph_module))
     if exact:
         report.add("relu_after_maxpool", relu_after_maxpool(graph_module))
@@ -265,7 +267,7 @@ def conv_kernels(graph_module: fx.GraphModule) -> int:
 
     The ``KernelConv2d`` takes the Conv2d's place under the same name and shares its
     Parameters; it uses the kernels only for bf16 CPU training steps, so nothing changes
-    elsewhere. None is swapped when this CPU has no AVX512-BF16.
+    elsewhere. None is swapped when the ISA level in use has no AVX512-BF16.
     """
     from runtime.kernels.conv3x3 import KernelConv2d, eligible, kernel_available
 

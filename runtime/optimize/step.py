@@ -123,12 +123,24 @@ def prepare(
     check(config, device)
     notes: list[str] = []
     model = model.to(device)
+    kernels = kernels_needed(config, device, training)
+    if kernels:  # the kernels this configuration runs, built at once (in parallel) if new
+        from runtime.kernels import cpu_ext
+
+        cpu_ext.build(kernels, why=f"used by the {config.name} configuration")
     if config.fused_conv_relu:
         model = _fuse(model, notes)
-    cpu_kernels = config.cpu_kernels and _cpu_kernels_ready(device, notes)
+    cpu_kernels = config.cpu_kernels and _cpu_kernels_ready(device, kernels, notes)
     if config.rewrites or cpu_kernels:
-        rewrite = rewrites.for_training if training else rewrites.for_inference
-        model, report = rewrite(model, exact=config.rewrites, cpu_kernels=cpu_kernels)
+        if training:
+            bf16 = config.amp == "bf16"
+            model, report = rewrites.for_training(
+                model, exact=config.rewrites, cpu_kernels=cpu_kernels, bf16=bf16
+            )
+        else:
+            model, report = rewrites.for_inference(
+                model, exact=config.rewrites, cpu_kernels=cpu_kernels
+            )
         notes.append(str(report))
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -146,6 +158,22 @@ def prepare(
     return Prepared(model, eager, config, device, notes, cache_memory=cache_memory)
 
 
+def kernels_needed(config: OptimizeConfig, device: torch.device, training: bool) -> list[str]:
+    """The C++ CPU kernels a configuration runs (built before the model is prepared)."""
+    if device.type != "cpu":
+        return []
+    from runtime.kernels import isa
+
+    names = []
+    if config.cpu_kernels:
+        names += ["pool2x2", "batchnorm"] + (["dropout"] if training else [])
+        if training and config.amp == "bf16" and isa.native_bf16():
+            names += ["conv3x3", "conv_wgrad"]
+    if config.cache_memory:
+        names.append("allocator")
+    return names
+
+
 def _cache_memory_ready(device: torch.device, notes: list[str]) -> bool:
     if device.type != "cpu":
         notes.append("cache_memory declined: the caching allocator is for CPU memory")
@@ -161,20 +189,33 @@ def _cache_memory_ready(device: torch.device, notes: list[str]) -> bool:
     return True
 
 
-def _cpu_kernels_ready(device: torch.device, notes: list[str]) -> bool:
+def _cpu_kernels_ready(device: torch.device, kernels: list[str], notes: list[str]) -> bool:
     if device.type != "cpu":
         notes.append("cpu_kernels declined: cnnc's fused kernels are for CPU")
         return False
-    from runtime.kernels import batchnorm, pool
-
-    if not (pool.kernel_available() and batchnorm.kernel_available()):
-        notes.append("cpu_kernels declined: the C++ kernels are not available (see the log)")
-        return False
+    from runtime.kernels import cpu_ext, isa
     from runtime.kernels.cpu_parity import trusted
 
-    if not trusted():
-        notes.append("cpu_kernels declined: the parity check against ATen failed (see the log)")
+    core = ("pool2x2", "batchnorm")
+    if any(cpu_ext.load(name) is None for name in core):
+        notes.append("cpu_kernels declined: the C++ kernels are not available (see the log)")
         return False
+    if not all(cpu_ext.vectorized(name) for name in core):
+        reason = (
+            f"cnnc's kernels have no vector path at ISA level {isa.describe()}, and their "
+            "scalar path is slower than ATen's kernels"
+        )
+        log.info("cpu_kernels declined: %s", reason)
+        notes.append(f"cpu_kernels declined: {reason}")
+        return False
+    if not trusted(kernels):
+        notes.append(
+            f"cpu_kernels declined: the parity check against ATen failed at ISA level "
+            f"{isa.level()} (see the log)"
+        )
+        return False
+    paths = ", ".join(f"{name} {cpu_ext.path(name)}" for name in kernels if name != "allocator")
+    notes.append(f"cpu_kernels at ISA level {isa.level()}: {paths}")
     return True
 
 

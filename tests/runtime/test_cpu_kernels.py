@@ -1,5 +1,6 @@
 """cnnc's C++ CPU kernels against ATen: fused [ReLU +] 2x2 max-pooling (exact, bit for bit)
-and BatchNorm2d [+ ReLU] (within tolerance), their ATen fallbacks, and torch.library checks."""
+and BatchNorm2d [+ ReLU] (within tolerance) at every ISA level of this machine, their ATen
+fallbacks, torch.library checks, the parity gate, and how kernels are built."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.kernels import batchnorm, pool
+from runtime.kernels import batchnorm, cpu_ext, cpu_parity, pool
 from runtime.kernels.batchnorm import FusedBatchNorm2d, batch_norm_add_relu, batch_norm_relu
 from runtime.kernels.pool import fused_maxpool2x2, maxpool2x2
+from runtime.optimize.config import OptimizeConfig
+from runtime.optimize.step import prepare
+from tests.runtime.kernel_levels import BUILT, VECTOR_PATHS, expected_path, vectorized_at
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 SHAPES = [(4, 6, 28, 28), (3, 16, 10, 10), (2, 3, 5, 9), (2, 20, 3, 34), (1, 33, 4, 6)]
@@ -30,9 +34,16 @@ def _input(shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool) -> t
     return x.requires_grad_()
 
 
-def test_kernels_are_built_here() -> None:
-    # This machine has AVX-512 and a compiler; elsewhere the ops fall back (tested below).
-    assert pool.kernel_available() and batchnorm.kernel_available()
+@pytest.mark.parametrize("kernel", sorted(VECTOR_PATHS))
+def test_each_kernel_runs_the_path_of_its_level(kernel: str, level: str) -> None:
+    # A vector path where the level has its instructions, the scalar path below that.
+    if not BUILT:  # no compiler: no kernel, ATen everywhere
+        assert cpu_ext.load(kernel) is None
+        return
+    assert cpu_ext.path(kernel) == expected_path(kernel, level)
+    assert set(cpu_ext.load(kernel).paths()) >= {"scalar", *VECTOR_PATHS[kernel]}  # type: ignore[union-attr]
+    assert pool.kernel_available() == vectorized_at(level)
+    assert batchnorm.kernel_available() == vectorized_at(level)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -46,6 +57,7 @@ def test_pool_is_bit_exact(
     channels_last: bool,
     relu: str,
     path: str,
+    level: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if path == "op":  # what torch.compile and torch.export run: the custom op
@@ -121,6 +133,7 @@ def test_batchnorm_matches_aten(
     relu: bool,
     training: bool,
     path: str,
+    level: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if path == "op":  # what torch.compile and torch.export run: the custom op
@@ -158,6 +171,7 @@ def test_batchnorm_add_relu_matches_aten(
     channels_last: bool,
     training: bool,
     path: str,
+    level: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if path != "eager":
@@ -209,7 +223,7 @@ def test_batchnorm_add_relu_op_passes_opcheck() -> None:
     )
 
 
-def test_batchnorm_momentum_none_is_a_cumulative_average() -> None:
+def test_batchnorm_momentum_none_is_a_cumulative_average(level: str) -> None:
     reference, fused = _bn_pair(4, True, False)
     reference.momentum = fused.momentum = None
     for _ in range(3):
@@ -236,25 +250,19 @@ def test_batchnorm_op_passes_opcheck() -> None:
     )
 
 
-def test_parity_check_trusts_the_kernels_here() -> None:
-    from runtime.kernels import cpu_parity
-
-    cpu_parity.trusted.cache_clear()
-    assert cpu_parity.trusted()
+def test_parity_check_trusts_the_kernels_here(level: str) -> None:
+    cpu_parity.forget()
+    assert cpu_parity.trusted(cpu_parity.CHECKS)
 
 
 def test_a_wrong_kernel_is_declined_with_a_logged_reason(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    level: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from runtime.kernels import cpu_parity
-    from runtime.optimize.config import OptimizeConfig
-    from runtime.optimize.step import prepare
-
     def wrong(x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         return F.max_pool2d(x, 2) * 1.001  # a kernel that is subtly off
 
     monkeypatch.setattr(pool, "fused_maxpool2x2", wrong)
-    cpu_parity.trusted.cache_clear()
+    cpu_parity.forget()
     try:
         prepared = prepare(
             nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2)),
@@ -263,39 +271,26 @@ def test_a_wrong_kernel_is_declined_with_a_logged_reason(
         )
     finally:
         monkeypatch.undo()
-        cpu_parity.trusted.cache_clear()
-    assert "cpu_kernels declined: the parity check against ATen failed (see the log)" in (
-        prepared.notes
+        cpu_parity.forget()
+    if not vectorized_at(level):  # declined before the parity check: no vector path here
+        assert any(f"no vector path at ISA level {level}" in n for n in prepared.notes)
+        return
+    assert (
+        f"cpu_kernels declined: the parity check against ATen failed at ISA level {level} "
+        "(see the log)" in prepared.notes
     )
-    assert "fused max-pooling differs from ATen" in caplog.text
+    assert f"(ISA level {level}): fused max-pooling differs from ATen" in caplog.text
 
 
-def test_the_first_load_builds_every_kernel() -> None:
-    from runtime.kernels import cpu_ext
-
-    assert cpu_ext.load("pool2x2") is not None
-    names = sorted(path.stem for path in cpu_ext.SOURCES.glob("*.cpp"))
-    assert all(cpu_ext._load(name) is not None for name in names)  # cached: no rebuild
-    assert cpu_ext._load.cache_info().currsize >= len(names)
-
-
-def test_a_kernel_that_cannot_be_built_is_none_with_a_logged_reason(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    from torch.utils import cpp_extension
-
-    from runtime.kernels import cpu_ext
-
-    def broken(**kwargs: object) -> None:
-        raise RuntimeError("no compiler here")
-
-    monkeypatch.setattr(cpp_extension, "load", broken)
-    cpu_ext._load.cache_clear()
-    try:
-        assert cpu_ext._load("pool2x2") is None
-    finally:
-        monkeypatch.undo()
-        cpu_ext._load.cache_clear()
-    assert "pool2x2 is unavailable, using ATen instead: RuntimeError: no compiler here" in (
-        caplog.text
+def test_kernels_in_use_and_their_paths_are_noted(level: str) -> None:
+    prepared = prepare(
+        nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2)),
+        OptimizeConfig(cpu_kernels=True),
+        torch.device("cpu"),
     )
+    if vectorized_at(level):
+        note = f"cpu_kernels at ISA level {level}: pool2x2 {expected_path('pool2x2', level)}"
+        assert any(n.startswith(note) for n in prepared.notes), prepared.notes
+        assert any("fused_relu_maxpool x1" in n for n in prepared.notes)
+    else:
+        assert not any("fused_relu_maxpool" in n for n in prepared.notes)

@@ -8,21 +8,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtime.kernels import cpu_ext, isa
 from runtime.kernels import dropout as dropout_module
-from runtime.kernels.dropout import FastDropout, kernel_available
+from runtime.kernels.dropout import FastDropout, _Dropout, kernel_available
 from runtime.optimize import rewrites
+from tests.runtime.kernel_levels import BUILT, expected_path
+
+pytestmark = pytest.mark.skipif(not BUILT, reason="no C++ compiler: FastDropout is nn.Dropout")
 
 
-def test_kernel_is_built_here() -> None:
-    assert kernel_available()
+def test_kernel_runs_the_path_of_its_level(level: str) -> None:
+    assert cpu_ext.path("dropout") == expected_path("dropout", level)
+    assert kernel_available() == (expected_path("dropout", level) != "scalar")
+
+
+def test_every_path_draws_the_same_masks(level: str) -> None:
+    x = torch.rand(3, 1000, 17) + 0.5  # lengths that end mid-vector
+    seeds = (12345, 678)
+    with isa.use("scalar"):
+        reference = dropout_module.dropout(x, 0.4, seeds)
+    assert torch.equal(dropout_module.dropout(x, 0.4, seeds), reference)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
-def test_keeps_each_element_with_probability_one_minus_p(dtype: torch.dtype, p: float) -> None:
+def test_keeps_each_element_with_probability_one_minus_p(
+    dtype: torch.dtype, p: float, level: str
+) -> None:
     torch.manual_seed(0)
     x = (torch.rand(200_003) + 0.5).to(dtype)  # no zeros: a zero output means dropped
-    y = FastDropout(p)(x)
+    y = _Dropout.apply(x, p)  # the kernel at this level, whether or not FastDropout takes it
     kept = y != 0
     # binomial: 5 standard deviations of the kept fraction
     tolerance = 5 * (p * (1 - p) / x.numel()) ** 0.5
@@ -33,13 +48,15 @@ def test_keeps_each_element_with_probability_one_minus_p(dtype: torch.dtype, p: 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("grad_layout", ["same", "other"])
-def test_gradient_goes_through_the_forward_mask(channels_last: bool, grad_layout: str) -> None:
+def test_gradient_goes_through_the_forward_mask(
+    channels_last: bool, grad_layout: str, level: str
+) -> None:
     torch.manual_seed(1)
     x = torch.rand(4, 24, 7, 5) + 0.5
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
-    y = FastDropout(0.3)(x)
+    y = _Dropout.apply(x, 0.3)
     assert y.stride() == x.stride()
     grad = torch.rand(y.shape) + 0.5
     if grad_layout == "same":
@@ -55,7 +72,7 @@ def test_gradient_goes_through_the_forward_mask(channels_last: bool, grad_layout
     assert torch.allclose(have[kept], grad[kept] / 0.7)
 
 
-def test_manual_seed_repeats_and_calls_differ() -> None:
+def test_manual_seed_repeats_and_calls_differ(level: str) -> None:
     x = torch.ones(10_000)
     layer = FastDropout(0.5)
     torch.manual_seed(3)
@@ -68,8 +85,8 @@ def test_manual_seed_repeats_and_calls_differ() -> None:
 def test_masks_are_independent_of_position() -> None:
     # neighbouring elements and equal indices of other calls are uncorrelated
     torch.manual_seed(4)
-    a = (FastDropout(0.5)(torch.ones(100_000)) != 0).float()
-    b = (FastDropout(0.5)(torch.ones(100_000)) != 0).float()
+    a = (_Dropout.apply(torch.ones(100_000), 0.5) != 0).float()
+    b = (_Dropout.apply(torch.ones(100_000), 0.5) != 0).float()
     for u, v in ((a[1:], a[:-1]), (a, b)):
         correlation = torch.corrcoef(torch.stack([u, v]))[0, 1].item()
         assert abs(correlation) < 0.02
@@ -112,8 +129,12 @@ class _Net(nn.Module):
         return out
 
 
-def test_training_rewrite_swaps_plain_dropout_only() -> None:
+def test_training_rewrite_swaps_plain_dropout_only(level: str) -> None:
     model, report = rewrites.for_training(_Net(), cpu_kernels=True)
+    if expected_path("dropout", level) == "scalar":  # no vector path: nn.Dropout is faster
+        assert "fast_dropout" not in report.applied
+        assert type(model.get_submodule("drop")) is nn.Dropout
+        return
     assert report.applied["fast_dropout"] == 1
     assert isinstance(model.get_submodule("drop"), FastDropout)
     assert type(model.get_submodule("drop2d")) is nn.Dropout2d

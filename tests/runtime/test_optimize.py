@@ -14,10 +14,12 @@ from torch import nn
 import cnnc
 from runtime.benchmark import Measurement, Schedule, Workload
 from runtime.errors import ConfigError
+from runtime.kernels import isa
 from runtime.optimize import autotune
 from runtime.optimize.config import EAGER, OptimizeConfig
 from runtime.optimize.step import Prepared, TrainStep, prepare
 from tests.helpers import ROOT
+from tests.runtime.kernel_levels import vectorized_at
 
 CPU = torch.device("cpu")
 EXACT = [
@@ -34,7 +36,7 @@ def _lenet() -> nn.Module:
 
 
 @pytest.mark.parametrize("config", EXACT, ids=lambda c: c.name)
-def test_exact_configs_train_like_eager(config: OptimizeConfig) -> None:
+def test_exact_configs_train_like_eager(config: OptimizeConfig, level: str) -> None:
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     losses = []
     for chosen in (EAGER, config):
@@ -45,12 +47,13 @@ def test_exact_configs_train_like_eager(config: OptimizeConfig) -> None:
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
 
 
-def test_prepared_model_shares_parameters_and_state_dict() -> None:
+def test_prepared_model_shares_parameters_and_state_dict(level: str) -> None:
     model = _lenet()
     prepared = prepare(model, OptimizeConfig(rewrites=True, cpu_kernels=True), CPU)
     assert {id(p) for p in prepared.model.parameters()} <= {id(p) for p in model.parameters()}
     assert list(prepared.model.state_dict()) == list(model.state_dict())
-    assert any("fused_relu_maxpool x2" in note for note in prepared.notes)
+    fused = any("fused_relu_maxpool x2" in note for note in prepared.notes)
+    assert fused == vectorized_at(level)  # below the kernels' vector paths ATen is faster
 
 
 def test_fused_conv_relu_reports_what_it_fused() -> None:
@@ -99,21 +102,43 @@ def test_auto_keeps_eager_unless_a_candidate_wins_clearly() -> None:
     assert autotune.choose(slower)[0] == EAGER
 
 
-def test_reduced_precision_is_a_candidate_only_when_allowed() -> None:
+def test_reduced_precision_is_a_candidate_only_when_allowed_and_native(level: str) -> None:
     assert all(c.exact for c in autotune.candidates(CPU))
     with_bf16 = autotune.candidates(CPU, ("off", "bf16"))
-    assert any(c.amp == "bf16" for c in with_bf16)
+    native = level in ("avx512_bf16", "neon_bf16")
+    assert any(c.amp == "bf16" for c in with_bf16) == native
+    why = autotune.left_out("bf16", CPU)
+    assert (why is None) == native
+    if not native:
+        assert why is not None and f"no native bf16 at level {level}" in why
+    forced = autotune.candidates(CPU, ("off", "bf16"), force_precision=True)
+    assert any(c.amp == "bf16" for c in forced)
     assert not any(c.amp == "fp16" for c in autotune.candidates(CPU, ("off", "fp16")))
+    assert not any(
+        c.amp == "fp16" for c in autotune.candidates(CPU, ("off", "fp16"), force_precision=True)
+    )
 
 
-def test_tune_measures_chooses_and_caches(tmp_path: Path) -> None:
+def test_tune_measures_chooses_and_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     compiled = cnnc.compile_spec(ROOT / "specs" / "seed003_mlp.yaml")
     work = Workload(lambda: cnnc.build(compiled), (5,), 1, 16, CPU)
     cache = tmp_path / "autotune.json"
     schedule = Schedule(warmup=1, rounds=3, steps=2)
-    first = autotune.tune(work, key="mlp", cache=cache, schedule=schedule, final_schedule=schedule)
+    monkeypatch.setattr(isa, "native_bf16", lambda: False)  # a CPU without native bf16
+    first = autotune.tune(
+        work,
+        key="mlp",
+        cache=cache,
+        schedule=schedule,
+        final_schedule=schedule,
+        allowed_amp=("off", "bf16"),
+    )
     names = {m.name for m in first.measurements}
     assert "eager" in names and "compile" in names and not first.cached
+    assert not any(m.config.amp == "bf16" for m in first.measurements)
+    assert "; bf16 left out: this CPU has no native bf16" in first.reason
     # the fastest three of the first pass and eager are measured again; the choice is made there
     ranked = sorted((m for m in first.measurements if m.config != EAGER), key=lambda m: m.step_ms)
     assert [m.config for m in first.finals] == [EAGER, *(m.config for m in ranked[:3])]
@@ -123,7 +148,9 @@ def test_tune_measures_chooses_and_caches(tmp_path: Path) -> None:
     assert chosen.step_ms <= eager.step_ms  # never slower than eager in the tuning run
     assert first.config in (EAGER, best.config)
     assert "first pass over all" in first.reason
-    second = autotune.tune(work, key="mlp", cache=cache, schedule=schedule)
+    second = autotune.tune(
+        work, key="mlp", cache=cache, schedule=schedule, allowed_amp=("off", "bf16")
+    )
     assert second.cached and second.config == first.config and second.reason.endswith("(cached)")
 
 

@@ -1,25 +1,12 @@
-// Shared by cnnc's CPU kernels: 16-lane fp32 AVX-512 vectors loaded from and stored to
-// fp32, bf16 and fp16 memory, with masks for partial vectors. Without AVX-512 (the compiler
-// flags say so) CNNC_AVX512 is undefined and the kernels take their scalar paths.
-
-#pragma once
-
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
-#include <cstdint>
-#include <type_traits>
-
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-#define CNNC_AVX512 1
-#include <immintrin.h>
-#endif
-
-namespace cnnc_simd {
+// Included by paths.h inside each code path's namespace (so no include guard and no
+// includes: <immintrin.h> and c10's BFloat16/Half come before). 16-lane fp32 AVX-512 vectors
+// loaded from and stored to fp32, bf16 and fp16 memory, with masks for partial vectors, when
+// the path being compiled is an AVX-512 one (CNNC_AVX512); the scalar path gets the
+// constants alone.
 
 constexpr int64_t kLanes = 16;
 
-// The vector paths handle fp32, bf16 and fp16; double takes the scalar path.
+// The vector paths handle fp32, bf16 and fp16; double takes the scalar loops.
 template <typename T>
 constexpr bool kVector = !std::is_same_v<T, double>;
 
@@ -50,14 +37,3 @@ inline __mmask16 lanes(int64_t n) {
   return n >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 #endif
-
-// True when this build has the AVX-512 paths (reported to Python as `vectorized()`).
-inline bool vectorized() {
-#ifdef CNNC_AVX512
-  return true;
-#else
-  return false;
-#endif
-}
-
-}  // namespace cnnc_simd
