@@ -15,6 +15,7 @@ why once and returns None, and every user of a kernel falls back to ATen.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -190,10 +191,8 @@ def _recorded_times() -> dict[str, float]:
 
 
 def _record_times(times: dict[str, float]) -> None:
-    try:
+    with contextlib.suppress(OSError):  # unwritten, the next estimate takes the default
         _times_path().write_text(json.dumps(times, sort_keys=True), encoding="utf-8")
-    except OSError:
-        pass  # the next estimate falls back to the default
 
 
 def load(name: str) -> ModuleType | None:

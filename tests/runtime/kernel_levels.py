@@ -25,7 +25,9 @@ VECTOR_PATHS = {
 def expected_path(kernel: str, level: str) -> str:
     """The path ``kernel`` must run at ``level``: its highest vector path not above it."""
     order = isa.all_levels()
-    fitting = [p for p in VECTOR_PATHS[kernel] if p in order and order.index(p) <= order.index(level)]
+    fitting = [
+        p for p in VECTOR_PATHS[kernel] if p in order and order.index(p) <= order.index(level)
+    ]
     return max(fitting, key=order.index, default="scalar")
 
 

@@ -1,6 +1,7 @@
 """cnnc's bf16 3x3 convolution kernels (forward, input and weight gradients) against ATen
-(torch is the oracle), ``KernelConv2d``'s paths and fallbacks, and the training rewrite that
-installs it."""
+(torch is the oracle) at every ISA level of this machine (the AVX512-BF16 path where the
+level has it, the scalar path below), ``KernelConv2d``'s paths and fallbacks, and the
+training rewrite that installs it."""
 
 from __future__ import annotations
 
@@ -14,12 +15,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.kernels import conv3x3 as kernels
+from runtime.kernels import cpu_ext, cpu_parity
 from runtime.kernels.conv3x3 import KernelConv2d, conv3x3, eligible, kernel_available, weight_grad
-from runtime.kernels.cpu_ext import cpu_flags
 from runtime.optimize import rewrites
+from tests.runtime.kernel_levels import BUILT, expected_path
 
-HAS_BF16 = "avx512_bf16" in cpu_flags()
-needs_kernel = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no AVX512-BF16")
+pytestmark = pytest.mark.skipif(not BUILT, reason="no C++ compiler: the convolutions are ATen's")
+
+
+def _native(level: str) -> bool:
+    """True when the convolutions run cnnc's kernels at ``level`` (their AVX512-BF16 path)."""
+    return expected_path("conv3x3", level) != "scalar"
+
 
 # (batch, in, out, height, width, stride): even and odd batches (a missing pair partner),
 # odd sizes, output-channel counts whose rows end mid-vector, one-row tiles (224 wide),
@@ -75,13 +82,13 @@ def conv_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return calls
 
 
-def test_kernel_is_built_where_the_cpu_has_bf16() -> None:
-    assert kernel_available() == HAS_BF16
+def test_kernels_run_the_path_of_their_level(level: str) -> None:
+    assert cpu_ext.path("conv3x3") == cpu_ext.path("conv_wgrad") == expected_path("conv3x3", level)
+    assert kernel_available() == _native(level)
 
 
-@needs_kernel
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
-def test_weight_grad_matches_aten_within_bf16_rounding(case: tuple[int, ...]) -> None:
+def test_weight_grad_matches_aten_within_bf16_rounding(case: tuple[int, ...], level: str) -> None:
     x, grad, stride = _pair(case)
     got = weight_grad(x, grad, stride)
     want = _reference(x, grad, stride)
@@ -91,8 +98,7 @@ def test_weight_grad_matches_aten_within_bf16_rounding(case: tuple[int, ...]) ->
     torch.testing.assert_close(got.float(), want, rtol=2**-8, atol=1e-3)
 
 
-@needs_kernel
-def test_weight_grad_takes_any_layout_of_its_inputs() -> None:
+def test_weight_grad_takes_any_layout_of_its_inputs(level: str) -> None:
     x, grad, stride = _pair(CASES[3])
     want = weight_grad(x, grad, stride)
     assert torch.equal(weight_grad(x.contiguous(), grad.contiguous(), stride), want)
@@ -130,9 +136,8 @@ def _rounded(t: torch.Tensor) -> torch.Tensor:
     return t.bfloat16().float()
 
 
-@needs_kernel
 @pytest.mark.parametrize("case", FORWARD, ids=[str(c) for c in FORWARD])
-def test_forward_matches_aten_within_bf16_rounding(case: tuple[int, ...]) -> None:
+def test_forward_matches_aten_within_bf16_rounding(case: tuple[int, ...], level: str) -> None:
     x, weight, bias = _forward_inputs(case)
     stride = case[-1]
     got = conv3x3(x, weight, bias, stride)
@@ -150,9 +155,8 @@ INPUT_GRAD = [c for c in CASES if c[1] * c[2] <= 4096] + [
 ]
 
 
-@needs_kernel
 @pytest.mark.parametrize("case", INPUT_GRAD, ids=[str(c) for c in INPUT_GRAD])
-def test_input_grad_matches_aten_within_bf16_rounding(case: tuple[int, ...]) -> None:
+def test_input_grad_matches_aten_within_bf16_rounding(case: tuple[int, ...], level: str) -> None:
     x, grad, stride = _pair(case)
     weight = torch.randn(grad.shape[1], x.shape[1], 3, 3) / 10
     size = (x.shape[2], x.shape[3])
@@ -173,9 +177,10 @@ POINTWISE = [
 ]
 
 
-@needs_kernel
 @pytest.mark.parametrize("case", POINTWISE, ids=[str(c) for c in POINTWISE])
-def test_pointwise_passes_match_aten_within_bf16_rounding(case: tuple[int, ...]) -> None:
+def test_pointwise_passes_match_aten_within_bf16_rounding(
+    case: tuple[int, ...], level: str
+) -> None:
     n, ci, co, h, w, stride = case
     generator = torch.Generator().manual_seed(2)
     x = torch.randn(n, ci, h, w, generator=generator).bfloat16()
@@ -194,9 +199,8 @@ def test_pointwise_passes_match_aten_within_bf16_rounding(case: tuple[int, ...])
     torch.testing.assert_close(dx.float(), dx_want, rtol=2**-8, atol=1e-3)
 
 
-@needs_kernel
 @pytest.mark.parametrize("mode", ["autocast", "bf16"])
-def test_projection_module_matches_conv2d(mode: str) -> None:
+def test_projection_module_matches_conv2d(mode: str, level: str, conv_calls: list[bool]) -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 32, 1, 2, bias=False).to(memory_format=torch.channels_last)
     x = torch.randn(4, 16, 10, 9).contiguous(memory_format=torch.channels_last)
@@ -207,10 +211,10 @@ def test_projection_module_matches_conv2d(mode: str) -> None:
     for have, expected in zip(got, want, strict=True):  # output, input and weight gradients
         assert have.dtype == expected.dtype and have.shape == expected.shape
         torch.testing.assert_close(have, expected, rtol=2**-7, atol=1e-2)
+    assert conv_calls == ([True, True] if _native(level) else [])  # forward, input gradient
 
 
-@needs_kernel
-def test_forward_reads_weights_in_any_layout_and_dtype() -> None:
+def test_forward_reads_weights_in_any_layout_and_dtype(level: str) -> None:
     x, weight, bias = _forward_inputs(FORWARD[5])
     want = conv3x3(x, weight, bias, 1)
     for other in (weight.contiguous(memory_format=torch.channels_last), weight.bfloat16()):
@@ -218,7 +222,6 @@ def test_forward_reads_weights_in_any_layout_and_dtype() -> None:
     assert torch.equal(conv3x3(x.contiguous(), weight, bias, 1), want)
 
 
-@needs_kernel
 @pytest.mark.parametrize(
     ("ci", "weight_shape", "transposed", "message"),
     [
@@ -231,7 +234,7 @@ def test_forward_reads_weights_in_any_layout_and_dtype() -> None:
     ],
 )
 def test_kernel_refuses_shapes_it_does_not_cover(
-    ci: int, weight_shape: tuple[int, ...], transposed: bool | str, message: str
+    ci: int, weight_shape: tuple[int, ...], transposed: bool | str, message: str, level: str
 ) -> None:
     x = torch.randn(1, ci, 4, 4).bfloat16().contiguous(memory_format=torch.channels_last)
     weight = torch.randn(weight_shape)
@@ -252,11 +255,12 @@ def _run(module: nn.Module, x: torch.Tensor, autocast: bool) -> list[torch.Tenso
     return [y.detach(), *grads]
 
 
-@needs_kernel
 @pytest.mark.parametrize("mode", ["autocast", "bf16"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("bias", [False, True])
-def test_module_matches_conv2d(mode: str, stride: int, bias: bool) -> None:
+def test_module_matches_conv2d(
+    mode: str, stride: int, bias: bool, level: str, conv_calls: list[bool]
+) -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 32, 3, stride, 1, bias=bias).to(memory_format=torch.channels_last)
     x = torch.randn(6, 16, 11, 10).contiguous(memory_format=torch.channels_last)
@@ -268,6 +272,7 @@ def test_module_matches_conv2d(mode: str, stride: int, bias: bool) -> None:
     for have, expected in zip(got, want, strict=True):  # output, then every gradient
         assert have.dtype == expected.dtype and have.shape == expected.shape
         torch.testing.assert_close(have, expected, rtol=2**-7, atol=1e-2)
+    assert conv_calls == ([True, True] if _native(level) else [])  # below: oneDNN's
 
 
 @pytest.mark.parametrize(
@@ -297,11 +302,10 @@ def test_module_falls_back_to_conv2d_bit_for_bit(
         assert torch.equal(have, want)
 
 
-@needs_kernel
 @pytest.mark.parametrize("mode", ["autocast", "bf16"])
 @pytest.mark.parametrize("grad_mode", ["no_grad", "inference_mode"])
 def test_evaluation_runs_the_forward_kernel(
-    mode: str, grad_mode: str, conv_calls: list[bool]
+    mode: str, grad_mode: str, conv_calls: list[bool], level: str
 ) -> None:
     calls = conv_calls
     torch.manual_seed(0)
@@ -313,7 +317,7 @@ def test_evaluation_runs_the_forward_kernel(
     context = torch.no_grad() if grad_mode == "no_grad" else torch.inference_mode()
     with context, torch.autocast("cpu", torch.bfloat16, enabled=mode == "autocast"):
         got, want = ours(x), conv(x)
-    assert calls == [True]
+    assert calls == ([True] if _native(level) else [])
     assert got.dtype == want.dtype == torch.bfloat16
     torch.testing.assert_close(got, want, rtol=2**-7, atol=1e-2)
 
@@ -367,20 +371,22 @@ class _Block(nn.Module):
         return out
 
 
-@needs_kernel
 def test_training_rewrite_swaps_eligible_convolutions_and_trains_alike(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, level: str
 ) -> None:
     torch.manual_seed(0)
     model = _Block().to(memory_format=torch.channels_last)
     without = copy.deepcopy(model)
-    rewritten, report = rewrites.for_training(model, exact=True, cpu_kernels=True)
+    rewritten, report = rewrites.for_training(model, exact=True, cpu_kernels=True, bf16=True)
+    if not _native(level):  # no AVX512-BF16 at this level: oneDNN keeps the convolutions
+        assert "conv_kernels" not in report.applied
+        return
     assert report.applied["conv_kernels"] == 1  # the stem has 3 input channels
     assert isinstance(rewritten.get_submodule("conv"), KernelConv2d)
     assert type(rewritten.get_submodule("stem")) is nn.Conv2d
     assert rewritten.state_dict().keys() == without.state_dict().keys()
     monkeypatch.setattr(rewrites, "conv_kernels", lambda graph_module: 0)
-    baseline, _ = rewrites.for_training(without, exact=True, cpu_kernels=True)
+    baseline, _ = rewrites.for_training(without, exact=True, cpu_kernels=True, bf16=True)
     x = torch.randn(8, 3, 12, 12).contiguous(memory_format=torch.channels_last)
     target = torch.randint(0, 10, (8,))
     for net in (baseline, rewritten):
@@ -397,40 +403,47 @@ def test_training_rewrite_swaps_eligible_convolutions_and_trains_alike(
 
 
 def test_rewrite_installs_nothing_without_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    kernel_available.cache_clear()
-    monkeypatch.setattr(kernels, "load", lambda name: None)
-    try:
-        _, report = rewrites.for_training(_Block(), cpu_kernels=True)
-        assert "conv_kernels" not in report.applied
-    finally:
-        kernel_available.cache_clear()
+    monkeypatch.setattr(kernels, "vectorized", lambda name: False)
+    _, report = rewrites.for_training(_Block(), cpu_kernels=True, bf16=True)
+    assert "conv_kernels" not in report.applied
 
 
-@needs_kernel
+def test_fp32_training_keeps_atens_convolutions() -> None:
+    # the kernels are bf16 only: an fp32 step neither swaps nor builds them
+    _, report = rewrites.for_training(_Block(), cpu_kernels=True)
+    assert "conv_kernels" not in report.applied
+
+
 @pytest.mark.parametrize(
     ("kernel", "what"),
     [("weight_grad", "weight gradient"), ("conv3x3", "forward")],
 )
 def test_a_wrong_kernel_is_declined_with_a_logged_reason(
-    kernel: str, what: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    kernel: str,
+    what: str,
+    level: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from runtime.kernels import cpu_parity
-
     right = getattr(kernels, kernel)
     monkeypatch.setattr(kernels, kernel, lambda *args: right(*args) * 1.01)
-    cpu_parity.trusted.cache_clear()
+    cpu_parity.forget()
     try:
-        assert not cpu_parity.trusted()
+        assert not cpu_parity.trusted(["conv3x3"])
     finally:
         monkeypatch.undo()
-        cpu_parity.trusted.cache_clear()
-    assert f"convolution {what} differs from ATen (stride 1)" in caplog.text
+        cpu_parity.forget()
+    assert f"(ISA level {level}): the bf16 convolution {what} differs from ATen (stride 1)" in (
+        caplog.text
+    )
 
 
-@needs_kernel
-def test_large_layers_keep_atens_forward_and_input_gradient(conv_calls: list[bool]) -> None:
+def test_large_layers_keep_atens_forward_and_input_gradient(
+    conv_calls: list[bool], level: str
+) -> None:
     """Past ``SMALL_WEIGHTS`` ATen computes them, bit for bit; the weight gradient still runs
-    the kernel. A small stride-2 layer runs both on the direct kernel."""
+    the kernel. A small stride-2 layer runs both on the direct kernel (at a level with the
+    kernels' AVX512-BF16 path; below it, oneDNN computes everything)."""
     calls = conv_calls
     torch.manual_seed(0)
     for conv in (nn.Conv2d(128, 64, 3, 1, 1), nn.Conv2d(16, 32, 3, 2, 1)):
@@ -438,7 +451,7 @@ def test_large_layers_keep_atens_forward_and_input_gradient(conv_calls: list[boo
         ours = KernelConv2d.from_module(copy.deepcopy(conv))
         x = torch.randn(2, conv.in_channels, 6, 6).contiguous(memory_format=torch.channels_last)
         got, want = _run(ours, x, True), _run(conv, x, True)
-        small = conv.stride == (2, 2)
+        small = conv.stride == (2, 2) and _native(level)
         for have, expected in zip(got[:2], want[:2], strict=True):  # output, input gradient
             if small:
                 torch.testing.assert_close(have, expected, rtol=2**-7, atol=1e-2)
@@ -449,7 +462,6 @@ def test_large_layers_keep_atens_forward_and_input_gradient(conv_calls: list[boo
         calls.clear()
 
 
-@needs_kernel
 @pytest.mark.parametrize("shape", [(2, 16, 16, 8, 1), (2, 16, 32, 8, 2, 1)])
 def test_the_kernel_benchmark_times_every_pass(shape: tuple[int, ...]) -> None:
     """bench/conv_kernels.py runs (a 3x3 and a 1x1 layer, one round each)."""

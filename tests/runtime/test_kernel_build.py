@@ -57,7 +57,9 @@ def test_bf16_training_adds_the_convolutions_where_bf16_is_native(level: str) ->
 def test_prepare_builds_what_the_configuration_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[list[str]] = []
     real = cpu_ext.build
-    monkeypatch.setattr(cpu_ext, "build", lambda names, why="": asked.append(list(names)) or real(names, why))
+    monkeypatch.setattr(
+        cpu_ext, "build", lambda names, why="": asked.append(list(names)) or real(names, why)
+    )
     prepare(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2)), KERNELS, CPU)
     assert asked == [["pool2x2", "batchnorm", "dropout"]]
 
@@ -86,9 +88,7 @@ def test_a_build_is_announced_with_an_estimate_then_progress(
 
 
 @pytest.mark.skipif(not BUILT, reason="no C++ compiler: nothing is built")
-def test_cached_kernels_load_without_a_word(
-    fresh: None, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_cached_kernels_load_without_a_word(fresh: None, caplog: pytest.LogCaptureFixture) -> None:
     cpu_ext.build(["pool2x2"])  # built by earlier tests or this call
     cpu_ext._modules.clear()
     with caplog.at_level(logging.INFO, logger="runtime.kernels.build"):

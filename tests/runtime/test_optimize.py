@@ -119,9 +119,7 @@ def test_reduced_precision_is_a_candidate_only_when_allowed_and_native(level: st
     )
 
 
-def test_tune_measures_chooses_and_caches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_tune_measures_chooses_and_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     compiled = cnnc.compile_spec(ROOT / "specs" / "seed003_mlp.yaml")
     work = Workload(lambda: cnnc.build(compiled), (5,), 1, 16, CPU)
     cache = tmp_path / "autotune.json"

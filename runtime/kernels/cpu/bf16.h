@@ -1,30 +1,13 @@
-// Shared by cnnc's AVX512-BF16 kernels (conv3x3.cpp, conv_wgrad.cpp): the target attribute
-// their vector code is compiled with, the run-time check that this CPU has the instructions,
-// and fp32 -> bf16 rounding as torch does it. The vector code is compiled for AVX512-BF16
-// through the target attribute (whatever the build flags) and runs only where
-// `cpu_has_bf16()` says so; CNNC_BF16 is undefined where it cannot be compiled at all.
+// Shared by cnnc's bf16 kernels (conv3x3.cpp, conv_wgrad.cpp): bf16 <-> fp32 as torch does
+// it, in portable C++. Included before paths.h, outside the code paths' namespaces, so every
+// path (scalar or vector) calls the same generic functions.
 
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define CNNC_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-#define CNNC_BF16 1
-#endif
-
 namespace cnnc_bf16 {
-
-inline bool cpu_has_bf16() {
-#ifdef CNNC_BF16
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512bf16");
-#else
-  return false;
-#endif
-}
 
 // Round to nearest even, as c10::BFloat16 does (NaN stays NaN).
 inline uint16_t to_bf16(float v) {
@@ -33,6 +16,14 @@ inline uint16_t to_bf16(float v) {
   if (v != v) return static_cast<uint16_t>((bits >> 16) | 0x40);
   bits += 0x7FFF + ((bits >> 16) & 1);
   return static_cast<uint16_t>(bits >> 16);
+}
+
+// Exact: a bf16 is the top half of an fp32.
+inline float from_bf16(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
 }
 
 }  // namespace cnnc_bf16

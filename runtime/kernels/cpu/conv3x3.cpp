@@ -1,5 +1,5 @@
-// A bf16 3x3 convolution (padding 1, stride 1 or 2), channels-last, for AVX512-BF16 CPUs;
-// also a 1x1 convolution (padding 0), as the centre tap of the same window.
+// A bf16 3x3 convolution (padding 1, stride 1 or 2), channels-last; also a 1x1 convolution
+// (padding 0), as the centre tap of the same window.
 //
 // Why: oneDNN runs small-channel bf16 convolutions (ResNet-20's 16-64 channels) at about 40 %
 // of this CPU's bf16 matmul peak, and its ATen glue costs tens of microseconds per call
@@ -17,6 +17,12 @@
 // of input rows is copied into a zero-padded buffer, so the inner loop has no bounds checks.
 // Sums are fp32, rounded to bf16 once (round to nearest even, as oneDNN does).
 //
+// Code paths (see paths.h): avx512_bf16, the register blocks above, and scalar, the same
+// packing, row tiles, blocks and stride-2 phases with each block's sums done one lane at a
+// time in plain C++. The scalar path is there to test the kernel's logic on any CPU and to
+// be a correct fallback; it is not fast (the Python side takes these kernels only where
+// they run the avx512_bf16 path).
+//
 // Limits: input channels even, output channels a multiple of 16 (checked here). The weights
 // are streamed once per block of output pixels, so large layers (weights past L2) are slower
 // than oneDNN; the Python side uses this kernel up to 64x64 channels.
@@ -28,243 +34,15 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "bf16.h"
 
-namespace {
-
-constexpr int64_t kTileBytes = 65536;  // padded input rows per work item, sized for L1/L2
-
-using cnnc_bf16::cpu_has_bf16;
-using cnnc_bf16::to_bf16;
-
-struct Geometry {
-  int64_t n, ci, h, w;  // input
-  int64_t co, oh, ow;   // output pixels this pass computes
-  int64_t stride;
-  // Where they go: pixel (a, b) is (row0 + step * a, col0 + step * b) of a (fh, fw) output;
-  // a stride-2 input gradient writes each of its four phases with step 2.
-  int64_t fh, fw, row0, col0, step;
-  int rows;  // the window rows (bit kh) with nonzero weights
-  int64_t xrow() const { return (w + 2) * ci; }  // bf16 per padded input row
-};
-
-using TapMap = std::array<int, 3>;  // window tap -> weight tap (-1: zero)
-
-inline uint16_t bits(float v) { return to_bf16(v); }
-inline uint16_t bits(c10::BFloat16 v) { return v.x; }
-
-// Packs weights as [kh][kw][ci/2][co][2] bf16 (rounded to nearest even, as .to(bf16) does)
-// for window taps (kh, kw): w(o, i, rows[kh], cols[kw]) = base[o*so + i*si + r*sh + c*sw],
-// zero where a map says -1. Any layout; the maps flip or pick taps.
-template <typename T>
-void pack(const T* base, int64_t so, int64_t si, int64_t sh, int64_t sw, const TapMap& rows,
-          const TapMap& cols, const Geometry& g, uint16_t* out) {
-  const int64_t pairs = g.ci / 2;
-  const int64_t grain = std::max<int64_t>(1, 8192 / (2 * g.co));
-  at::parallel_for(0, 9 * pairs, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t tap = t / pairs, p = t % pairs;
-      const int r = rows[tap / 3], c = cols[tap % 3];
-      uint16_t* dst = out + t * g.co * 2;
-      if (r < 0 || c < 0) {
-        std::fill(dst, dst + g.co * 2, uint16_t{0});
-        continue;
-      }
-      const T* src = base + r * sh + c * sw + 2 * p * si;
-      for (int64_t o = 0; o < g.co; ++o) {
-        dst[2 * o] = bits(src[o * so]);
-        dst[2 * o + 1] = bits(src[o * so + si]);
-      }
-    }
-  });
-}
-
-// `transposed`: the weight is the forward weight (ci, co, 3, 3) of the convolution whose
-// input gradient this is, so the channel roles are swapped (the maps flip the taps).
-std::vector<uint16_t> pack_weights(const torch::Tensor& weight, const Geometry& g,
-                                   bool transposed, const TapMap& rows, const TapMap& cols) {
-  std::vector<uint16_t> out(9 * g.ci * g.co);
-  const auto st = weight.strides();
-  const int64_t so = transposed ? st[1] : st[0], si = transposed ? st[0] : st[1];
-  if (weight.scalar_type() == at::kBFloat16)
-    pack(weight.data_ptr<c10::BFloat16>(), so, si, st[2], st[3], rows, cols, g, out.data());
-  else
-    pack(weight.data_ptr<float>(), so, si, st[2], st[3], rows, cols, g, out.data());
-  return out;
-}
-
-#ifdef CNNC_BF16
-
-using Block = void (*)(const Geometry&, const uint16_t*, const uint16_t*, const float*,
-                       uint16_t*);
-
-// P output pixels of one row x V vectors of 16 output channels, stride S, window columns
-// kw with bit kw of M set (rows: g.rows). xt: the padded tile at the block's first window;
-// wp: packed weights at the block's first output channel. A sliding window: each broadcast
-// input pair serves every tap (kw) and pixel that reads it, so a row of P+2 input positions
-// feeds 3P products per output vector (stride 1, all taps).
-template <int V, int P, int S, int M>
-CNNC_BF16_TARGET void block(const Geometry& g, const uint16_t* xt, const uint16_t* wp,
-                            const float* bias, uint16_t* y) {
-  constexpr int kCols = (P - 1) * S + 3;
-  __m512 acc[P][V];
-#pragma GCC unroll 4
-  for (int v = 0; v < V; ++v) {
-    const __m512 b = bias ? _mm512_loadu_ps(bias + 16 * v) : _mm512_setzero_ps();
-#pragma GCC unroll 32
-    for (int j = 0; j < P; ++j) acc[j][v] = b;
-  }
-  const int64_t pairs = g.ci / 2;
-  const int64_t tap = pairs * g.co * 2;  // bf16 per packed tap
-  for (int64_t kh = 0; kh < 3; ++kh) {
-    if (!((g.rows >> kh) & 1)) continue;
-    const auto* x = reinterpret_cast<const uint32_t*>(xt + kh * g.xrow());
-    const uint16_t* w = wp + kh * 3 * tap;
-    for (int64_t p = 0; p < pairs; ++p, ++x, w += g.co * 2) {
-      __m512bh wv[3][V];
-#pragma GCC unroll 3
-      for (int kw = 0; kw < 3; ++kw)
-#pragma GCC unroll 4
-        for (int v = 0; v < V; ++v)
-          if ((M >> kw) & 1) wv[kw][v] = (__m512bh)_mm512_loadu_si512(w + kw * tap + 32 * v);
-#pragma GCC unroll 64
-      for (int c = 0; c < kCols; ++c) {
-        const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(x[c * pairs]));
-#pragma GCC unroll 3
-        for (int kw = 0; kw < 3; ++kw) {
-          const int j = (c - kw) / S;
-          if (!((M >> kw) & 1) || c < kw || (c - kw) % S != 0 || j >= P) continue;
-#pragma GCC unroll 4
-          for (int v = 0; v < V; ++v) acc[j][v] = _mm512_dpbf16_ps(acc[j][v], xv, wv[kw][v]);
-        }
-      }
-    }
-  }
-#pragma GCC unroll 32
-  for (int j = 0; j < P; ++j)
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + j * g.step * g.co + 16 * v),
-                          (__m256i)_mm512_cvtneps_pbh(acc[j][v]));
-}
-
-constexpr int kMaxPixels[5] = {0, 24, 11, 0, 4};  // by V: accumulators + 3V weights fit
-
-template <int V, int S, int M, int... Ps>
-constexpr std::array<Block, sizeof...(Ps)> blocks(std::integer_sequence<int, Ps...>) {
-  return {&block<V, Ps + 1, S, M>...};
-}
-
-template <int S, int M>
-struct Blocks {
-  static constexpr auto one = blocks<1, S, M>(std::make_integer_sequence<int, kMaxPixels[1]>());
-  static constexpr auto two = blocks<2, S, M>(std::make_integer_sequence<int, kMaxPixels[2]>());
-  static constexpr auto four = blocks<4, S, M>(std::make_integer_sequence<int, kMaxPixels[4]>());
-  static Block pick(int v, int p) {
-    return v == 4 ? four[p - 1] : v == 2 ? two[p - 1] : one[p - 1];
-  }
-};
-
-// Column masks: 7, all taps (a convolution); 2 and 6, the stride-2 input gradient's phases;
-// 2 also a 1x1 convolution (the centre tap alone).
-Block pick(int stride, int columns, int v, int p) {
-  if (stride == 2) return columns == 2 ? Blocks<2, 2>::pick(v, p) : Blocks<2, 7>::pick(v, p);
-  if (columns == 2) return Blocks<1, 2>::pick(v, p);
-  if (columns == 6) return Blocks<1, 6>::pick(v, p);
-  return Blocks<1, 7>::pick(v, p);
-}
-
-// Register blocking: V output vectors x P pixels, the row split into near-equal chunks of P.
-struct Plan {
-  int v, p;
-};
-
-Plan plan(const Geometry& g) {
-  Plan best{1, 1};
-  for (int v : {4, 2, 1}) {
-    if ((g.co / 16) % v != 0) continue;
-    const int64_t most = kMaxPixels[v];
-    const int64_t chunks = (g.ow + most - 1) / most;
-    const int64_t p = (g.ow + chunks - 1) / chunks;
-    if (v * p > best.v * best.p) best = {v, static_cast<int>(p)};
-  }
-  return best;
-}
-
-// Copies the input rows output rows [h0, h0+rows) read into a zero-padded tile.
-void load_tile(const Geometry& g, const uint16_t* x, int64_t h0, int64_t rows, uint16_t* tile) {
-  const int64_t xrow = g.xrow();
-  for (int64_t r = 0; r < (rows - 1) * g.stride + 3; ++r) {
-    const int64_t h = h0 * g.stride - 1 + r;
-    uint16_t* dst = tile + r * xrow;
-    if (h < 0 || h >= g.h) {
-      std::memset(dst, 0, xrow * sizeof(uint16_t));
-      continue;
-    }
-    std::memset(dst, 0, g.ci * sizeof(uint16_t));
-    std::memcpy(dst + g.ci, x + h * g.w * g.ci, g.w * g.ci * sizeof(uint16_t));
-    std::memset(dst + (g.w + 1) * g.ci, 0, g.ci * sizeof(uint16_t));
-  }
-}
-
-void run(const Geometry& g, int columns, const uint16_t* x, const uint16_t* wp,
-         const float* bias, uint16_t* y) {
-  const Plan pl = plan(g);
-  const int64_t tile = std::clamp<int64_t>(
-      (kTileBytes / (2 * g.xrow()) - 3 + g.stride) / g.stride, 1, g.oh);
-  const int64_t tiles = (g.oh + tile - 1) / tile;
-  at::parallel_for(0, g.n * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint16_t> buffer(((tile - 1) * g.stride + 3) * g.xrow());
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / tiles, h0 = (item % tiles) * tile;
-      const int64_t rows = std::min(tile, g.oh - h0);
-      load_tile(g, x + n * g.h * g.w * g.ci, h0, rows, buffer.data());
-      for (int64_t r = 0; r < rows; ++r) {
-        uint16_t* yrow = y + ((n * g.fh + g.row0 + g.step * (h0 + r)) * g.fw + g.col0) * g.co;
-        const uint16_t* xrow = buffer.data() + r * g.stride * g.xrow();
-        for (int64_t o = 0; o < g.co; o += 16 * pl.v)
-          for (int64_t c = 0; c < g.ow; c += pl.p) {
-            const int64_t count = std::min<int64_t>(pl.p, g.ow - c);
-            const Block block = pick(static_cast<int>(g.stride), columns, pl.v,
-                                     static_cast<int>(count));
-            block(g, xrow + c * g.stride * g.ci, wp + o * 2, bias ? bias + o : nullptr,
-                  yrow + c * g.step * g.co + o);
-          }
-      }
-    }
-  });
-}
-
-#endif  // CNNC_BF16
-
-}  // namespace
-
-// The input gradient of a stride-2 convolution, phase by phase: output pixels of row parity
-// pr and column parity pc read the output gradient through window taps 1 (parity 0, weight
-// tap 1) or 1 and 2 (parity 1, weight taps 2 and 0), with the window at the pixel's half
-// coordinates; each phase is a stride-1 pass with its own packed weights. A 1x1 (pointwise)
-// convolution reaches only the even-even phase (window tap 1, weight tap 0); the caller
-// zeroes the others.
-void input_grad_stride2(const torch::Tensor& gy, const torch::Tensor& weight, bool pointwise,
-                        Geometry g, uint16_t* y) {
-#ifdef CNNC_BF16
-  const TapMap even = pointwise ? TapMap{-1, 0, -1} : TapMap{-1, 1, -1}, odd{-1, 2, 0};
-  for (int pr = 0; pr < 2; ++pr)
-    for (int pc = 0; pc < 2; ++pc) {
-      g.oh = (g.fh - pr + 1) / 2;
-      g.ow = (g.fw - pc + 1) / 2;
-      if (g.oh == 0 || g.ow == 0 || (pointwise && (pr || pc))) continue;
-      g.row0 = pr, g.col0 = pc, g.step = 2;
-      g.rows = pr ? 6 : 2;
-      const auto wp = pack_weights(weight, g, true, pr ? odd : even, pc ? odd : even);
-      run(g, pc ? 6 : 2, reinterpret_cast<const uint16_t*>(gy.data_ptr()), wp.data(), nullptr,
-          y);
-    }
-#endif
-}
+#define CNNC_BODY "conv3x3_body.h"
+#define CNNC_PATH_AVX512_BF16 1
+#include "paths.h"
 
 // x: (N, Ci, H, W) bf16 channels-last. weight: (Co, Ci, k, k), or with `transposed` the
 // forward weight (Ci, Co, k, k) of the convolution whose input gradient this is, from its
@@ -274,60 +52,12 @@ void input_grad_stride2(const torch::Tensor& gy, const torch::Tensor& weight, bo
 torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& weight,
                       const c10::optional<torch::Tensor>& bias, int64_t stride, bool transposed,
                       const std::vector<int64_t>& size) {
-  TORCH_CHECK(cpu_has_bf16(), "conv3x3: this CPU has no AVX512-BF16");
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 4 &&
-                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
-              "conv3x3: a 4-d bf16 channels-last input expected");
-  TORCH_CHECK(stride == 1 || stride == 2, "conv3x3: stride 1 or 2");
-  TORCH_CHECK(weight.dim() == 4 && (weight.size(2) == 3 || weight.size(2) == 1) &&
-                  weight.size(3) == weight.size(2) &&
-                  (weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16),
-              "conv3x3: a 3x3 or 1x1 fp32 or bf16 weight expected");
-  const bool pointwise = weight.size(2) == 1;
-  const int64_t ci = x.size(1), co = transposed ? weight.size(1) : weight.size(0);
-  TORCH_CHECK((transposed ? weight.size(0) : weight.size(1)) == ci,
-              "conv3x3: the weight's channels do not match the input");
-  TORCH_CHECK(ci % 2 == 0 && co % 16 == 0,
-              "conv3x3: input channels must be even and output channels a multiple of 16");
-  const bool phases = transposed && stride == 2;
-  int64_t oh = (x.size(2) - 1) / stride + 1, ow = (x.size(3) - 1) / stride + 1;
-  if (phases) {
-    TORCH_CHECK(size.size() == 2 && (size[0] - 1) / 2 + 1 == x.size(2) &&
-                    (size[1] - 1) / 2 + 1 == x.size(3),
-                "conv3x3: a stride-2 input gradient needs the input's (H, W), which the "
-                "gradient's size must match");
-    oh = size[0], ow = size[1];
-  }
-  const int taps = pointwise ? 2 : 7;  // window rows and columns read
-  Geometry g{x.size(0), ci, x.size(2), x.size(3), co, oh, ow, stride, oh, ow, 0, 0, 1, taps};
-  const auto options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
-  auto y = torch::empty({g.n, g.co, oh, ow}, options);
-  if (phases && pointwise) y.zero_();  // three of the four phases get no taps
-  torch::Tensor b;
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(!transposed && bias->numel() == co, "conv3x3: bias of size out_channels expected");
-    b = bias->to(torch::kBFloat16).to(torch::kFloat32).contiguous();  // rounded as autocast does
-  }
-  auto* out = reinterpret_cast<uint16_t*>(y.data_ptr());
-  if (phases) {
-    g.stride = 1;
-    input_grad_stride2(x, weight, pointwise, g, out);
-    return y;
-  }
-  const TapMap same{0, 1, 2}, flipped{2, 1, 0}, centre{-1, 0, -1};
-  const TapMap& map = pointwise ? centre : transposed ? flipped : same;
-  const auto wp = pack_weights(weight, g, transposed, map, map);
-#ifdef CNNC_BF16
-  run(g, taps, reinterpret_cast<const uint16_t*>(x.data_ptr()), wp.data(),
-      b.defined() ? b.data_ptr<float>() : nullptr, out);
-#endif
-  return y;
+  return CNNC_DISPATCH(conv3x3_apply, x, weight, bias, stride, transposed, size);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("conv3x3", &conv3x3,
-        "bf16 3x3 padding-1 (or 1x1) convolution, channels-last (AVX512-BF16)",
+  m.def("conv3x3", &conv3x3, "bf16 3x3 padding-1 (or 1x1) convolution, channels-last",
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
         py::arg("transposed"), py::arg("size") = std::vector<int64_t>{});
-  m.def("available", &cpu_has_bf16, "True when this CPU (and build) has AVX512-BF16");
+  cnnc_paths::bind(m);
 }
