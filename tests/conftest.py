@@ -15,7 +15,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
+# inductor's cache does not tell code compiled under another ATen capability apart
+_ATEN_CAP = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+_INDUCTOR = "inductor" + (f"-{_ATEN_CAP}" if _ATEN_CAP else "")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / _INDUCTOR))
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
 os.environ.setdefault("CNNC_CACHE_DIR", str(ROOT / ".cache" / "cnnc"))
 

@@ -1,16 +1,21 @@
-"""The command line: outputs, JSON documents, exit codes, and no tracebacks for bad specs."""
+"""The command line: outputs, JSON documents, exit codes, and no tracebacks for bad specs;
+the ``$CNNC_CPU_ISA`` check every command makes, and kernel-build progress on stderr."""
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from cnnc.cli import app
+from cnnc.cli.app import BUILD_LOGGER, show_build_progress
+from runtime.kernels import isa
 from tests.helpers import ROOT
 
 LENET = str(ROOT / "specs" / "lenet.yaml")
@@ -132,3 +137,60 @@ def test_missing_spec_is_a_clear_error() -> None:
     code, out, err = invoke("build", "nope.yaml")
     assert code == 1
     assert "nope.yaml: spec file not found" in err and "Traceback" not in out + err
+
+
+@pytest.fixture
+def fresh_cap(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """``isa.cap`` caches the checked variable: clear it around a test that sets it."""
+    monkeypatch.delenv(isa.ENV, raising=False)
+    isa.cap.cache_clear()
+    yield monkeypatch
+    isa.cap.cache_clear()
+
+
+def test_a_bad_cpu_isa_is_a_usage_error_for_every_command(
+    fresh_cap: pytest.MonkeyPatch,
+) -> None:
+    fresh_cap.setenv(isa.ENV, "bogus")
+    for command in (["check", LENET], ["doctor"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.stdout)
+        assert f"${isa.ENV} must be one of" in result.stderr and "'bogus'" in result.stderr
+        assert f"hint: use one of {', '.join(isa.cpu_levels())}" in result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_cpu_isa_above_this_cpu_is_a_usage_error(fresh_cap: pytest.MonkeyPatch) -> None:
+    if len(isa.all_levels()) < 2:
+        pytest.skip(f"{isa.arch()} has a single level")
+    lowest, highest = isa.all_levels()[0], isa.all_levels()[-1]
+    fresh_cap.setattr(isa, "cpu_levels", lambda: (lowest,))
+    fresh_cap.setenv(isa.ENV, highest)
+    result = runner.invoke(app, ["check", LENET])
+    assert result.exit_code == 2
+    assert f"asks for {highest}, which this CPU" in result.stderr
+    assert f"hint: use one of {lowest} " in result.stderr
+
+
+def test_a_valid_cpu_isa_runs_the_command(fresh_cap: pytest.MonkeyPatch) -> None:
+    fresh_cap.setenv(isa.ENV, isa.cpu_levels()[0])
+    assert runner.invoke(app, ["check", LENET]).exit_code == 0
+
+
+def test_build_progress_reaches_stderr_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert runner.invoke(app, ["check", LENET]).exit_code == 0  # installs the handler
+    show_build_progress()  # a second install adds nothing
+    root = logging.StreamHandler(sys.stderr)
+    logging.getLogger().addHandler(root)  # a root handler must not print the line again
+    try:
+        capsys.readouterr()
+        build_log = logging.getLogger(BUILD_LOGGER)
+        build_log.warning("compiling cnnc's CPU kernel %s", "pool2x2")
+        build_log.info("built cnnc's %s kernel (1/1, 30 s)", "pool2x2")
+    finally:
+        logging.getLogger().removeHandler(root)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "cnnc: compiling cnnc's CPU kernel pool2x2",
+        "cnnc: built cnnc's pool2x2 kernel (1/1, 30 s)",
+    ]

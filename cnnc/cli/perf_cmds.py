@@ -1,7 +1,15 @@
-"""Performance commands: ``cnnc bench`` (every variant side by side) and ``cnnc tune``."""
+"""Performance commands: ``cnnc bench`` (every variant side by side) and ``cnnc tune``.
+
+A variant in reduced precision the device does not compute natively (bf16 on a CPU without
+AVX512-BF16, AMX or ARM BF16) is left out and listed as skipped with the reason;
+``--bf16`` times it anyway. ``bench --isa LEVEL`` measures as on a CPU of that level, and
+every report states the instruction sets it was measured with.
+"""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +21,7 @@ from cnnc.artifacts import ArtifactFailure
 from cnnc.baselines import BASELINES
 from cnnc.cli.app import JsonOpt, SpecArg, app, print_json, stderr, stdout, user_errors
 from cnnc.cli.artifact_cmds import artifact_device, is_artifact, open_artifact
+from cnnc.cli.isa_opts import IsaOpt, checked_level, isa_fields, isa_line, rerun_at
 from cnnc.cli.optimize_opts import DeviceOpt, workload
 from cnnc.compiler import Compiled, compile_spec
 from cnnc.errors import Location, Problem
@@ -27,13 +36,47 @@ from runtime.benchmark import (
     measure,
 )
 from runtime.export import manifest_path
-from runtime.optimize.autotune import TuneResult, tune
+from runtime.optimize.autotune import TuneResult, left_out, tune
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
+from runtime.train.distributed import resolve_device
 
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Images per step.")]
 RoundsOpt = Annotated[int, typer.Option(min=3, help="Interleaved rounds (the median is kept).")]
 StepsOpt = Annotated[int, typer.Option(min=1, help="Steps timed per round.")]
 RefreshOpt = Annotated[bool, typer.Option("--refresh", help="Re-tune even if a choice is cached.")]
+Bf16Opt = Annotated[
+    bool,
+    typer.Option(
+        "--bf16", help="Time bf16 even where this CPU has no native bf16 (it runs emulated)."
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A variant left out of a run, and why."""
+
+    name: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "reason": self.reason}
+
+
+@dataclass
+class Lineup:
+    """The variants a bench run times, and the ones it leaves out."""
+
+    variants: list[Variant] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def add(self, variant: Variant, device: torch.device, force_precision: bool) -> None:
+        """Time ``variant`` unless its precision cannot pay on ``device`` (see ``left_out``)."""
+        why = left_out(variant.config.amp, device, force_precision)
+        if why is None:
+            self.variants.append(variant)
+        else:
+            self.skipped.append(Skipped(variant.name, why))
 
 
 def _allowed_amp(compiled: Compiled) -> tuple[Amp, ...]:
@@ -41,23 +84,35 @@ def _allowed_amp(compiled: Compiled) -> tuple[Amp, ...]:
     return section.allowed_amp  # type: ignore[return-value]
 
 
-def _tune(compiled: Compiled, work: Workload, refresh: bool) -> TuneResult:
+def _tune(
+    compiled: Compiled, work: Workload, refresh: bool, force_precision: bool = False
+) -> TuneResult:
     stderr.print(
         f"tuning {compiled.spec.name} ({'training' if work.training else 'inference'}"
         f", batch {work.batch}, {device_name(work.device)}) ...",
         markup=False,
     )
-    return tune(work, key=compiled.key, allowed_amp=_allowed_amp(compiled), refresh=refresh)
+    return tune(
+        work,
+        key=compiled.key,
+        allowed_amp=_allowed_amp(compiled),
+        refresh=refresh,
+        force_precision=force_precision,
+    )
 
 
 def training_variants(
-    compiled: Compiled, device: torch.device, auto: OptimizeConfig
-) -> list[Variant]:
-    """Eager, the tutorial's class, each stock flag, cnnc's own optimizations, and auto."""
-    variants = [Variant("eager", EAGER)]
+    compiled: Compiled, device: torch.device, auto: OptimizeConfig, force_precision: bool = False
+) -> Lineup:
+    """Eager, the tutorial's class, each stock flag, cnnc's own optimizations, and auto.
+
+    Reduced-precision variants the device cannot compute natively are skipped unless
+    ``force_precision``; auto always stays (its choice already respects the device).
+    """
+    lineup = Lineup([Variant("eager", EAGER)])
     baseline = BASELINES.get(compiled.spec.name)
     if baseline is not None:
-        variants.append(Variant("handwritten", EAGER, baseline))
+        lineup.variants.append(Variant("handwritten", EAGER, baseline))
     stock = [
         OptimizeConfig(channels_last=True),
         OptimizeConfig(amp="bf16"),
@@ -73,12 +128,17 @@ def training_variants(
             OptimizeConfig(fused_conv_relu=True, channels_last=True),
             OptimizeConfig(compile="default", cuda_graphs=True, channels_last=True),
         ]
-    variants += [Variant(config.name, config) for config in stock + ours]
-    return [*variants, Variant("auto", auto)]
+    for config in stock + ours:
+        lineup.add(Variant(config.name, config), device, force_precision)
+    lineup.variants.append(Variant("auto", auto))
+    return lineup
 
 
-def inference_variants(device: torch.device, auto: OptimizeConfig) -> list[Variant]:
-    """Eager, stock flags, cnnc's rewrites and kernels, and auto, for the forward pass."""
+def inference_variants(
+    device: torch.device, auto: OptimizeConfig, force_precision: bool = False
+) -> Lineup:
+    """Eager, stock flags, cnnc's rewrites and kernels, and auto, for the forward pass
+    (reduced precision skipped as in ``training_variants``)."""
     configs = [
         EAGER,
         OptimizeConfig(channels_last=True),
@@ -88,7 +148,11 @@ def inference_variants(device: torch.device, auto: OptimizeConfig) -> list[Varia
     if device.type == "cpu":
         kernels = OptimizeConfig(rewrites=True, cpu_kernels=True, cache_memory=True)
         configs += [kernels, kernels.with_(amp="bf16")]
-    return [*(Variant(c.name, c) for c in configs), Variant("auto", auto)]
+    lineup = Lineup()
+    for config in configs:
+        lineup.add(Variant(config.name, config), device, force_precision)
+    lineup.variants.append(Variant("auto", auto))
+    return lineup
 
 
 @app.command()
@@ -101,60 +165,96 @@ def bench(
     steps: StepsOpt = 5,
     inference: Annotated[bool, typer.Option(help="Also time the forward pass.")] = True,
     refresh: RefreshOpt = False,
+    isa_level: IsaOpt = None,
+    bf16: Bf16Opt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Time SPEC's training step (and inference) under every optimization, side by side.
 
     Given an exported artifact instead of a spec, time its inference against the eager model.
     """
+    if isa_level is not None:
+        rerun_at(checked_level(isa_level), sys.argv[1:])
     if is_artifact(spec):
         _bench_artifact(spec, batch, device, Schedule(3, rounds, steps * 2), json_out)
         return
     compiled = compile_spec(spec)
-    work = workload(compiled, batch, device)
     schedule = Schedule(warmup=3, rounds=rounds, steps=steps)
-    tuned = _tune(compiled, work, refresh)
-    stderr.print(f"auto: {tuned.reason}", markup=False)
-    peak = matmul_peak(work.device)
-    peak_bf16 = matmul_peak(work.device, torch.bfloat16)
-    train = measure(work, training_variants(compiled, work.device, tuned.config), schedule)
-    document: dict[str, Any] = {
-        "spec": compiled.spec.name,
-        "device": device_name(work.device),
-        "batch": batch,
-        "torch": torch.__version__,
-        "peak_gflops": round(peak, 1),
-        "peak_gflops_bf16": round(peak_bf16, 1),
-        "auto": {"config": tuned.config.to_dict(), "reason": tuned.reason},
-        "variants": [_row(m, peak, peak_bf16) for m in train],
-    }
+    target = resolve_device(device)
+    peaks = (matmul_peak(target), matmul_peak(target, torch.bfloat16))
+    document = _bench_training(compiled, batch, device, schedule, refresh, bf16, peaks)
     if inference:
-        infer_work = workload(compiled, batch, device, training=False)
-        infer_tuned = _tune(compiled, infer_work, refresh)
-        infer = measure(
-            infer_work,
-            inference_variants(work.device, infer_tuned.config),
-            Schedule(warmup=3, rounds=rounds, steps=steps * 2),
-        )
-        document["inference"] = [_row(m, peak, peak_bf16) for m in infer]
-        document["auto_inference"] = {
-            "config": infer_tuned.config.to_dict(),
-            "reason": infer_tuned.reason,
-        }
+        document |= _bench_inference(compiled, batch, device, schedule, refresh, bf16, peaks)
     if json_out:
         print_json(document)
         return
     _print_table(
         f"{compiled.spec.name}: training step, batch {batch}, {document['device']}",
         document["variants"],
+        document["skipped"],
     )
     if inference:
-        _print_table("inference (forward only)", document["inference"])
+        _print_table(
+            "inference (forward only)", document["inference"], document["skipped_inference"]
+        )
+    stdout.print(isa_line(), markup=False)
     stdout.print(
-        f"matmul peak measured in this run: {peak:.0f} GFLOP/s fp32, "
-        f"{peak_bf16:.0f} GFLOP/s bf16; ratios are medians of {rounds} interleaved "
-        "rounds against eager in the same process; compile time is reported apart."
+        f"matmul peak measured in this run: {document['peak_gflops']:.0f} GFLOP/s fp32, "
+        f"{document['peak_gflops_bf16']:.0f} GFLOP/s bf16; ratios are medians of {rounds} "
+        "interleaved rounds against eager in the same process; compile time is reported apart."
     )
+
+
+def _bench_training(
+    compiled: Compiled,
+    batch: int,
+    device: str,
+    schedule: Schedule,
+    refresh: bool,
+    force_precision: bool,
+    peaks: tuple[float, float],
+) -> dict[str, Any]:
+    """The training-step half of ``bench``: tune, then time every variant side by side."""
+    work = workload(compiled, batch, device)
+    tuned = _tune(compiled, work, refresh, force_precision)
+    stderr.print(f"auto: {tuned.reason}", markup=False)
+    peak, peak_bf16 = peaks
+    lineup = training_variants(compiled, work.device, tuned.config, force_precision)
+    train = measure(work, lineup.variants, schedule)
+    return {
+        "spec": compiled.spec.name,
+        "device": device_name(work.device),
+        **isa_fields(),
+        "batch": batch,
+        "torch": torch.__version__,
+        "peak_gflops": round(peak, 1),
+        "peak_gflops_bf16": round(peak_bf16, 1),
+        "auto": {"config": tuned.config.to_dict(), "reason": tuned.reason},
+        "variants": [_row(m, peak, peak_bf16) for m in train],
+        "skipped": [skipped.to_dict() for skipped in lineup.skipped],
+    }
+
+
+def _bench_inference(
+    compiled: Compiled,
+    batch: int,
+    device: str,
+    schedule: Schedule,
+    refresh: bool,
+    force_precision: bool,
+    peaks: tuple[float, float],
+) -> dict[str, Any]:
+    """The forward-pass half of ``bench`` (twice the steps per round: steps are shorter)."""
+    work = workload(compiled, batch, device, training=False)
+    tuned = _tune(compiled, work, refresh, force_precision)
+    peak, peak_bf16 = peaks
+    lineup = inference_variants(work.device, tuned.config, force_precision)
+    infer = measure(work, lineup.variants, Schedule(3, schedule.rounds, schedule.steps * 2))
+    return {
+        "inference": [_row(m, peak, peak_bf16) for m in infer],
+        "skipped_inference": [skipped.to_dict() for skipped in lineup.skipped],
+        "auto_inference": {"config": tuned.config.to_dict(), "reason": tuned.reason},
+    }
 
 
 def _bench_artifact(
@@ -178,11 +278,17 @@ def _bench_artifact(
     ]
     peak = matmul_peak(work.device)
     rows = [_row(m, peak, peak) for m in measure(work, variants, schedule)]
-    document = {"artifact": str(path), "device": device_name(work.device), "batch": batch}
+    document = {
+        "artifact": str(path),
+        "device": device_name(work.device),
+        **isa_fields(),
+        "batch": batch,
+    }
     if json_out:
         print_json({**document, "peak_gflops": round(peak, 1), "variants": rows})
         return
     _print_table(f"{path}: inference, batch {batch}, {document['device']}", rows)
+    stdout.print(isa_line(), markup=False)
     stdout.print(
         f"medians of {schedule.rounds} interleaved rounds in one process; the eager model is "
         "built from the spec in the artifact's manifest (fp32 matmul peak: "
@@ -196,7 +302,10 @@ def _row(m: Measurement, peak: float, peak_bf16: float) -> dict[str, Any]:
     return m.to_dict(reference)
 
 
-def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
+def _print_table(
+    title: str, rows: list[dict[str, Any]], skipped: list[dict[str, str]] | None = None
+) -> None:
+    """The variants side by side, then one dim line per variant left out."""
     table = Table(title=title)
     table.add_column("variant", overflow="fold", min_width=24)
     for column in ("ms/step", "images/s", "x eager", "GFLOP/s", "% peak", "compile s"):
@@ -212,6 +321,8 @@ def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
             f"{row['compile_s']:.1f}",
         )
     stdout.print(table)
+    for left in skipped or []:
+        stdout.print(f"skipped {left['name']}: {left['reason']}", style="dim", markup=False)
 
 
 @app.command("tune")
@@ -222,11 +333,13 @@ def tune_command(
     device: DeviceOpt = "auto",
     inference: Annotated[bool, typer.Option(help="Tune the forward pass instead.")] = False,
     refresh: RefreshOpt = False,
+    bf16: Bf16Opt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure the candidate configurations for SPEC on this device and cache the fastest."""
     compiled = compile_spec(spec)
-    result = _tune(compiled, workload(compiled, batch, device, training=not inference), refresh)
+    work = workload(compiled, batch, device, training=not inference)
+    result = _tune(compiled, work, refresh, force_precision=bf16)
     if json_out:
         print_json(
             {
@@ -235,6 +348,7 @@ def tune_command(
                 "reason": result.reason,
                 "cached": result.cached,
                 "key": result.key,
+                **isa_fields(),
                 "measured": [m.to_dict() for m in result.measurements],
                 "finals": [m.to_dict() for m in result.finals],
             }
@@ -242,3 +356,4 @@ def tune_command(
         return
     stdout.print(f"chosen: {result.config.name}", markup=False)
     stdout.print(result.reason, markup=False)
+    stdout.print(isa_line(), markup=False)

@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from runtime.errors import ConfigError
 
@@ -187,10 +188,26 @@ def native_bf16() -> bool:
 
 def measuring_env(name: str) -> dict[str, str]:
     """Environment variables that make a new process run as on a CPU of level ``name``:
-    cnnc's cap and, below this CPU's best, ATen's and oneDNN's (read when torch loads)."""
+    cnnc's cap and, below this CPU's best, ATen's and oneDNN's (read when torch loads).
+
+    Below the best level, inductor gets a cache directory of its own for the level: its
+    on-disk cache does not tell code compiled under another ATen capability apart, and
+    reusing such code fails at run time (seen with torch 2.14).
+    """
     env = {ENV: check(name, "--isa")}
     if name != best():
         env["ATEN_CPU_CAPABILITY"] = _ATEN.get(name, "default")
         if arch() != "aarch64":
             env["ONEDNN_MAX_CPU_ISA"] = _ONEDNN[name]
+        env["TORCHINDUCTOR_CACHE_DIR"] = _inductor_dir(name)
     return env
+
+
+def _inductor_dir(name: str) -> str:
+    """``$TORCHINDUCTOR_CACHE_DIR`` (or inductor's default) with a folder for level ``name``;
+    unchanged when it already is that folder."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    base = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir())
+    folder = f"isa-{name}"
+    return str(base if base.name == folder else base / folder)

@@ -125,12 +125,17 @@ def model_key(model: torch.nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _cache_key(work: Workload, key: str, allowed_amp: tuple[Amp, ...]) -> str:
+def _cache_key(work: Workload, key: str, allowed_amp: tuple[Amp, ...], forced: bool) -> str:
+    """Everything a choice depends on; a choice made with reduced precision forced in is
+    kept apart, so a plain run never reuses a precision this device only emulates."""
     mode = "train" if work.training else "infer"
     level = f" | isa {isa.level()}" if work.device.type == "cpu" else ""
+    amp = ",".join(amp for amp in allowed_amp if amp == "off" or not left_out(amp, work.device))
+    if forced:
+        amp = ",".join(allowed_amp) + " (forced)"
     return (
         f"{device_name(work.device)}{level} | torch {torch.__version__} | {key} | batch "
-        f"{work.batch} | {mode} | amp {','.join(allowed_amp)}"
+        f"{work.batch} | {mode} | amp {amp}"
     )
 
 
@@ -191,7 +196,10 @@ def tune(
     says so (``force_precision`` times it anyway).
     """
     path = cache or cache_file()
-    full_key = _cache_key(work, key or model_key(work.factory()), allowed_amp)
+    forced = force_precision and any(
+        left_out(amp, work.device) != left_out(amp, work.device, True) for amp in allowed_amp
+    )
+    full_key = _cache_key(work, key or model_key(work.factory()), allowed_amp, forced)
     cached = _load(path).get(full_key)
     if cached is not None and not refresh:
         config = OptimizeConfig(**cached["config"])  # type: ignore[arg-type]

@@ -112,11 +112,15 @@ def test_measuring_env_caps_aten_and_onednn_below_the_best(
     x86: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(isa, "cpu_flags", lambda: SAPPHIRE)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/inductor")
     assert isa.measuring_env("avx2") == {
         "CNNC_CPU_ISA": "avx2",
         "ATEN_CPU_CAPABILITY": "avx2",
         "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor/isa-avx2",  # its cache mixes levels up
     }
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/inductor/isa-avx2")  # in the child
+    assert isa.measuring_env("avx2")["TORCHINDUCTOR_CACHE_DIR"] == "/tmp/inductor/isa-avx2"
     assert isa.measuring_env("scalar")["ATEN_CPU_CAPABILITY"] == "default"
     assert isa.measuring_env("avx512_bf16") == {"CNNC_CPU_ISA": "avx512_bf16"}  # as it is
     with pytest.raises(ConfigError, match="--isa must be one of"):

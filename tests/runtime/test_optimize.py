@@ -152,6 +152,18 @@ def test_tune_measures_chooses_and_caches(tmp_path: Path, monkeypatch: pytest.Mo
     assert second.cached and second.config == first.config and second.reason.endswith("(cached)")
 
 
+def test_a_forced_or_emulated_precision_is_cached_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    work = Workload(lambda: nn.Linear(2, 2), (2,), 2, 4, CPU)
+    monkeypatch.setattr(isa, "native_bf16", lambda: False)
+    both = ("off", "bf16")
+    plain = autotune._cache_key(work, "m", both, forced=False)
+    assert plain == autotune._cache_key(work, "m", ("off",), forced=False)  # same candidates
+    assert autotune._cache_key(work, "m", both, forced=True).endswith("amp off,bf16 (forced)")
+    monkeypatch.setattr(isa, "native_bf16", lambda: True)
+    assert autotune._cache_key(work, "m", both, forced=False).endswith("amp off,bf16")
+    assert f"| isa {isa.level()} |" in plain
+
+
 def test_final_rounds_of_small_steps_are_lengthened() -> None:
     def timed(ms: float) -> Measurement:
         return Measurement("x", EAGER, ms, [], 0.0, 0.0, 1)
