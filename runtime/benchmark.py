@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runtime.optimize.config import EAGER, OptimizeConfig
-from runtime.optimize.step import Prepared, TrainStep, prepare
+from runtime.optimize.step import Prepared, TrainStep, kernels_needed, prepare
 
 ModelFactory = Callable[[], nn.Module]
 
@@ -138,8 +138,10 @@ def measure(
 
     Dynamo's in-memory caches are reset first, so each compiled variant's first call pays
     its own compile (inductor's on-disk cache, when set, still applies and is reported so).
+    The C++ kernels the variants run are built first, together (once per machine).
     """
     torch._dynamo.reset()
+    _build_kernels(work, variants)
     x, y = _batch(work)
     runners, warmups, firsts, preps = [], [], [], []
     for variant in variants:
@@ -168,6 +170,19 @@ def measure(
             synchronize(work.device)
             rounds[i].append((time.perf_counter() - start) / schedule.steps * 1000)
     return _results(work, variants, rounds, firsts, warmups, preps)
+
+
+def _build_kernels(work: Workload, variants: Sequence[Variant]) -> None:
+    """Build every C++ kernel the variants run at once (in parallel, one announcement)."""
+    needed = {
+        name
+        for variant in variants
+        for name in kernels_needed(variant.config, work.device, work.training)
+    }
+    if needed:
+        from runtime.kernels import cpu_ext
+
+        cpu_ext.build(sorted(needed), why="used by the configurations measured")
 
 
 def _results(

@@ -55,7 +55,7 @@ def test_doctor_shows_the_flags_the_levels_need() -> None:
     needed = doctor_cmds.level_flags()
     assert len(set(needed)) == len(needed)
     for level in isa.cpu_levels():
-        assert set(isa._requirements(level)) <= set(needed)
+        assert set(isa.requirements(level)) <= set(needed)
 
 
 @pytest.mark.parametrize(

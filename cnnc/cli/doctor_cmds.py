@@ -34,7 +34,7 @@ def level_flags() -> tuple[str, ...]:
     """The flags this architecture's levels need, lowest level first."""
     needed: list[str] = []
     for name in isa.all_levels():
-        needed += [flag for flag in isa._requirements(name) if flag not in needed]
+        needed += [flag for flag in isa.requirements(name) if flag not in needed]
     return tuple(needed)
 
 

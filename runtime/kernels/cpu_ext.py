@@ -67,9 +67,17 @@ def extension_name(name: str) -> str:
     return f"cnnc_{name}_{source_hash()}"
 
 
-def _build_dir(name: str) -> Path:
+def _cpp_extension() -> ModuleType:
+    """torch's extension builder, imported without its CUDA_HOME warning (cnnc builds for
+    the CPU only)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import cpp_extension
 
+    return cpp_extension
+
+
+def _build_dir(name: str) -> Path:
+    cpp_extension = _cpp_extension()
     return Path(cpp_extension._get_build_directory(extension_name(name), False))
 
 
@@ -118,8 +126,7 @@ def build(names: Iterable[str], why: str = "") -> None:
 
 
 def _compile(name: str) -> tuple[ModuleType | None, float]:
-    from torch.utils import cpp_extension
-
+    cpp_extension = _cpp_extension()
     start = time.perf_counter()
     try:
         module: ModuleType = cpp_extension.load(

@@ -61,7 +61,8 @@ def all_levels() -> tuple[str, ...]:
     return tuple(table)
 
 
-def _requirements(level: str) -> tuple[str, ...]:
+def requirements(level: str) -> tuple[str, ...]:
+    """The CPU flags ``level`` needs (its own and every level's below it)."""
     table = _ARM if arch() == "aarch64" else _X86
     needed: list[str] = []
     for name in table:
@@ -113,7 +114,7 @@ def cpu_model() -> str:
 def cpu_levels() -> tuple[str, ...]:
     """The levels this CPU supports, lowest first (``scalar`` always)."""
     flags = cpu_flags()
-    return tuple(level for level in all_levels() if set(_requirements(level)) <= flags)
+    return tuple(level for level in all_levels() if set(requirements(level)) <= flags)
 
 
 def best() -> str:

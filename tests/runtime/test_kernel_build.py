@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtime.benchmark import Schedule, Variant, Workload, measure
 from runtime.kernels import cpu_ext, isa
 from runtime.kernels.pool import fused_maxpool2x2
 from runtime.optimize.config import OptimizeConfig
@@ -62,6 +63,30 @@ def test_prepare_builds_what_the_configuration_runs(monkeypatch: pytest.MonkeyPa
     )
     prepare(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2)), KERNELS, CPU)
     assert asked == [["pool2x2", "batchnorm", "dropout"]]
+
+
+def test_a_measurement_builds_every_variants_kernels_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[list[str]] = []
+    real = cpu_ext.build
+    monkeypatch.setattr(
+        cpu_ext, "build", lambda names, why="": asked.append(list(names)) or real(names, why)
+    )
+    work = Workload(
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Flatten()),
+        (3, 8, 8),
+        36,
+        2,
+        CPU,
+    )
+    variants = [
+        Variant("eager"),
+        Variant("k", KERNELS),
+        Variant("m", OptimizeConfig(cache_memory=True)),
+    ]
+    measure(work, variants, Schedule(warmup=0, rounds=1, steps=1))
+    assert asked[0] == ["allocator", "batchnorm", "dropout", "pool2x2"]  # one build, first
 
 
 @pytest.mark.skipif(not BUILT, reason="no C++ compiler: nothing is built")
