@@ -258,7 +258,7 @@ def test_bench_isa_reruns_in_a_new_process_and_passes_its_status_on() -> None:
     level = isa.cpu_levels()[0]
     done = _cnnc("bench", "missing.yaml", "--isa", level, timeout=120)
     assert done.returncode == 1, done.stderr
-    assert f"measuring as on a {level} CPU in a new process" in done.stderr
+    assert f"measuring as on a CPU of level {level}, in a new process" in done.stderr
     assert f"{isa.ENV}={level}" in done.stderr
     assert done.stderr.count("spec file not found") == 1  # the child's error, once
 
@@ -272,4 +272,4 @@ def test_bench_isa_scalar_measures_at_scalar() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads(done.stdout)
     assert doc["isa"] == "scalar" and doc["aten_cpu_capability"].lower() == "default"
-    assert "measuring as on a scalar CPU" in done.stderr
+    assert "measuring as on a CPU of level scalar" in done.stderr

@@ -87,7 +87,7 @@ def rerun_at(level: str, argv: Sequence[str]) -> None:
     if changes is None:
         return
     stderr.print(
-        f"measuring as on a {level} CPU in a new process: it sets "
+        f"measuring as on a CPU of level {level}, in a new process that sets "
         f"{describe_changes(changes)} (ATen and oneDNN read theirs when torch loads)",
         markup=False,
     )

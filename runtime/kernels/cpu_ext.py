@@ -110,16 +110,18 @@ def build(names: Iterable[str], why: str = "") -> None:
     if fresh:
         _announce(fresh, why, workers)
     times = _recorded_times()
+    done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:  # each build is a subprocess
         futures = {pool.submit(_compile, name): name for name in wanted}
-        for done, future in enumerate(as_completed(futures), 1):
+        for future in as_completed(futures):
             name = futures[future]
             module, seconds = future.result()
             _modules[name] = module
             if name in fresh and module is not None:
+                done += 1
                 times[name] = round(seconds, 1)
                 build_log.info(
-                    "built cnnc's %s kernel (%d/%d, %.0f s)", name, done, len(wanted), seconds
+                    "built cnnc's %s kernel (%d/%d, %.0f s)", name, done, len(fresh), seconds
                 )
     if fresh:
         _record_times(times)
