@@ -1,7 +1,8 @@
 """``KernelConv2d``: a Conv2d whose bf16 CPU training step runs cnnc's convolution kernels.
 
-Kernels for bf16, channels-last convolutions on AVX512-BF16 CPUs: 3x3 with padding 1, and
-the 1x1, stride-2 projection shortcuts of residual networks:
+Kernels for bf16, channels-last convolutions on AVX512-BF16 CPUs without AMX (with AMX,
+oneDNN's are faster; see ``pays_here``): 3x3 with padding 1, and the 1x1, stride-2
+projection shortcuts of residual networks:
 
 - ``cpu/conv3x3.cpp``, the forward (stride 1 or 2) and, with transposed and flipped
   weights, the input gradient (stride 1, or stride 2 phase by phase): a direct convolution
@@ -29,15 +30,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from runtime.kernels import isa
 from runtime.kernels.cpu_ext import load, vectorized
 
 SMALL_WEIGHTS = 64 * 64  # in x out channels the direct convolution takes (measured)
 
 
+def pays_here() -> bool:
+    """True when the ISA level in use is the one these kernels beat oneDNN at: AVX512-BF16
+    without AMX. Below it they have only their scalar path (for tests, not fast); with AMX,
+    oneDNN's convolutions are 3-8x faster than these (``bench/conv_kernels.py`` on a
+    Sapphire Rapids-class Xeon), so oneDNN keeps them."""
+    return isa.level() == "avx512_bf16"
+
+
 def kernel_available() -> bool:
-    """True when both kernels are built and run their AVX512-BF16 path (the ISA level in
-    use has it); their scalar path, used by the tests, is not fast."""
-    return vectorized("conv3x3") and vectorized("conv_wgrad")
+    """True when both kernels are built, run their AVX512-BF16 path, and pay at this level."""
+    return pays_here() and vectorized("conv3x3") and vectorized("conv_wgrad")
 
 
 def eligible(conv: nn.Conv2d) -> bool:

@@ -8,8 +8,9 @@ and measure what an AVX2 user gets. ``measuring_env`` gives the variables that c
 oneDNN too (they are read when torch loads, so they apply to a new process).
 
 Levels, lowest first: x86-64 ``scalar``, ``avx2`` (AVX2 + FMA), ``avx512`` (F, BW, VL),
-``avx512_bf16`` (AVX512-BF16, native bf16 dot products; AMX CPUs have it too); aarch64
-``scalar``, ``neon``, ``neon_bf16`` (the BF16 extension). An unknown level, or one above
+``avx512_bf16`` (AVX512-BF16, native bf16 dot products), ``amx`` (AMX tiles for bf16
+matmuls, which oneDNN uses: Sapphire Rapids and later); aarch64 ``scalar``, ``neon``,
+``neon_bf16`` (the BF16 extension). An unknown level, or one above
 what this CPU has, is a ``ConfigError`` that lists the levels this CPU supports.
 """
 
@@ -33,18 +34,26 @@ _X86 = {
     "avx2": ("avx2", "fma"),
     "avx512": ("avx512f", "avx512bw", "avx512vl"),
     "avx512_bf16": ("avx512_bf16",),
+    "amx": ("amx_bf16", "amx_tile"),
 }
 _ARM = {"scalar": (), "neon": ("asimd",), "neon_bf16": ("bf16",)}
 
 # ATen's and oneDNN's (x86) own caps for a level below this CPU's best.
-_ATEN = {"scalar": "default", "avx2": "avx2", "avx512": "avx512", "avx512_bf16": "avx512"}
+_ATEN = {
+    "scalar": "default",
+    "avx2": "avx2",
+    "avx512": "avx512",
+    "avx512_bf16": "avx512",
+    "amx": "avx512",
+}
 _ONEDNN = {
     "scalar": "SSE41",  # oneDNN's lowest x86 level
     "avx2": "AVX2",
     "avx512": "AVX512_CORE",
     "avx512_bf16": "AVX512_CORE_BF16",
+    "amx": "AVX512_CORE_AMX",
 }
-_BF16_LEVELS = ("avx512_bf16", "neon_bf16")
+_BF16_LEVELS = ("avx512_bf16", "amx", "neon_bf16")
 
 _override: str | None = None
 
@@ -183,7 +192,7 @@ def path_for(paths: Sequence[str], at: str | None = None) -> str:
 
 
 def native_bf16() -> bool:
-    """True when the level in use computes bf16 natively (AVX512-BF16 or AMX; ARM BF16)."""
+    """True when the level in use computes bf16 natively (AVX512-BF16, AMX; ARM BF16)."""
     return level() in _BF16_LEVELS
 
 

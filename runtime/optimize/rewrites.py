@@ -74,7 +74,7 @@ def for_training(
             cnnc's vectorized mask (same distribution, another random stream); and with
             ``bf16`` (the step runs under bf16 autocast) the forward and gradients of 3x3
             convolutions and 1x1 stride-2 projections through cnnc's convolution kernels
-            (within bf16 rounding), where the ISA level in use has AVX512-BF16.
+            (within bf16 rounding), where they pay (AVX512-BF16 without AMX).
     """
     report = RewriteReport()
     graph_module = trace(model, report)
@@ -267,7 +267,7 @@ def conv_kernels(graph_module: fx.GraphModule) -> int:
 
     The ``KernelConv2d`` takes the Conv2d's place under the same name and shares its
     Parameters; it uses the kernels only for bf16 CPU training steps, so nothing changes
-    elsewhere. None is swapped when the ISA level in use has no AVX512-BF16.
+    elsewhere. None is swapped where they do not pay (``conv3x3.pays_here``).
     """
     from runtime.kernels.conv3x3 import KernelConv2d, eligible, kernel_available
 

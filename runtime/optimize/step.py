@@ -162,12 +162,12 @@ def kernels_needed(config: OptimizeConfig, device: torch.device, training: bool)
     """The C++ CPU kernels a configuration runs (built before the model is prepared)."""
     if device.type != "cpu":
         return []
-    from runtime.kernels import isa
+    from runtime.kernels import conv3x3
 
     names = []
     if config.cpu_kernels:
         names += ["pool2x2", "batchnorm"] + (["dropout"] if training else [])
-        if training and config.amp == "bf16" and isa.native_bf16():
+        if training and config.amp == "bf16" and conv3x3.pays_here():
             names += ["conv3x3", "conv_wgrad"]
     if config.cache_memory:
         names.append("allocator")

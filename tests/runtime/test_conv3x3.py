@@ -1,7 +1,8 @@
 """cnnc's bf16 3x3 convolution kernels (forward, input and weight gradients) against ATen
 (torch is the oracle) at every ISA level of this machine (the AVX512-BF16 path where the
-level has it, the scalar path below), ``KernelConv2d``'s paths and fallbacks, and the
-training rewrite that installs it."""
+level has it, the scalar path below), ``KernelConv2d``'s paths and fallbacks (it takes the
+kernels at the avx512_bf16 level only: with AMX oneDNN is faster), and the training rewrite
+that installs it."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ pytestmark = pytest.mark.skipif(not BUILT, reason="no C++ compiler: the convolut
 
 
 def _native(level: str) -> bool:
-    """True when the convolutions run cnnc's kernels at ``level`` (their AVX512-BF16 path)."""
-    return expected_path("conv3x3", level) != "scalar"
+    """True when KernelConv2d runs cnnc's kernels at ``level``: their AVX512-BF16 path, at
+    the level where it beats oneDNN (with AMX, oneDNN's convolutions are faster)."""
+    return expected_path("conv3x3", level) != "scalar" and level == "avx512_bf16"
 
 
 # (batch, in, out, height, width, stride): even and odd batches (a missing pair partner),

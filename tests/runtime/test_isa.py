@@ -11,7 +11,8 @@ from runtime.errors import ConfigError
 from runtime.kernels import isa
 
 AVX2_ONLY = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c"})
-SAPPHIRE = AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_bf16"}
+ZEN4 = AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"}
+SAPPHIRE = ZEN4 | {"amx_bf16", "amx_tile"}
 
 
 @pytest.fixture
@@ -30,7 +31,9 @@ def x86(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         (AVX2_ONLY, ("scalar", "avx2")),
         (AVX2_ONLY | {"avx512f", "avx512bw"}, ("scalar", "avx2")),  # no VL
         (AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl"}, ("scalar", "avx2", "avx512")),
-        (SAPPHIRE, ("scalar", "avx2", "avx512", "avx512_bf16")),
+        (ZEN4, ("scalar", "avx2", "avx512", "avx512_bf16")),
+        (ZEN4 | {"amx_tile"}, ("scalar", "avx2", "avx512", "avx512_bf16")),  # no AMX-BF16
+        (SAPPHIRE, ("scalar", "avx2", "avx512", "avx512_bf16", "amx")),
     ],
 )
 def test_levels_follow_the_cpu_flags(
@@ -62,7 +65,7 @@ def test_the_cap_lowers_the_level(x86: None, monkeypatch: pytest.MonkeyPatch) ->
     assert "capped by CNNC_CPU_ISA=avx2" in isa.describe()
     monkeypatch.delenv(isa.ENV)
     isa.cap.cache_clear()
-    assert isa.level() == "avx512_bf16" and isa.native_bf16()
+    assert isa.level() == "amx" and isa.native_bf16()
 
 
 @pytest.mark.parametrize(
@@ -99,6 +102,7 @@ def test_use_sets_the_level_for_a_block_only() -> None:
         (("scalar", "avx512_bf16"), "avx512", "scalar"),
         (("scalar", "avx2", "avx512"), "avx2", "avx2"),
         (("scalar",), "avx512_bf16", "scalar"),
+        (("scalar", "avx512_bf16"), "amx", "avx512_bf16"),
         (("scalar", "neon"), "avx512", "scalar"),  # another architecture's path
     ],
 )
@@ -122,6 +126,7 @@ def test_measuring_env_caps_aten_and_onednn_below_the_best(
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/inductor/isa-avx2")  # in the child
     assert isa.measuring_env("avx2")["TORCHINDUCTOR_CACHE_DIR"] == "/tmp/inductor/isa-avx2"
     assert isa.measuring_env("scalar")["ATEN_CPU_CAPABILITY"] == "default"
-    assert isa.measuring_env("avx512_bf16") == {"CNNC_CPU_ISA": "avx512_bf16"}  # as it is
+    assert isa.measuring_env("avx512_bf16")["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE_BF16"  # no AMX
+    assert isa.measuring_env("amx") == {"CNNC_CPU_ISA": "amx"}  # this CPU as it is
     with pytest.raises(ConfigError, match="--isa must be one of"):
         isa.measuring_env("sse")

@@ -105,7 +105,7 @@ def test_auto_keeps_eager_unless_a_candidate_wins_clearly() -> None:
 def test_reduced_precision_is_a_candidate_only_when_allowed_and_native(level: str) -> None:
     assert all(c.exact for c in autotune.candidates(CPU))
     with_bf16 = autotune.candidates(CPU, ("off", "bf16"))
-    native = level in ("avx512_bf16", "neon_bf16")
+    native = level in ("avx512_bf16", "amx", "neon_bf16")
     assert any(c.amp == "bf16" for c in with_bf16) == native
     why = autotune.left_out("bf16", CPU)
     assert (why is None) == native
