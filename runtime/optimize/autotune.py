@@ -125,11 +125,18 @@ def model_key(model: torch.nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _cpu_isa() -> str:
+    """cnnc's level, ATen's capability and oneDNN's cap: what the kernels of a step use."""
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "-"
+    aten = torch.backends.cpu.get_cpu_capability()
+    return f"{isa.level()}, ATen {aten}, oneDNN {onednn}"
+
+
 def _cache_key(work: Workload, key: str, allowed_amp: tuple[Amp, ...], forced: bool) -> str:
     """Everything a choice depends on; a choice made with reduced precision forced in is
     kept apart, so a plain run never reuses a precision this device only emulates."""
     mode = "train" if work.training else "infer"
-    level = f" | isa {isa.level()}" if work.device.type == "cpu" else ""
+    level = f" | isa {_cpu_isa()}" if work.device.type == "cpu" else ""
     amp = ",".join(amp for amp in allowed_amp if amp == "off" or not left_out(amp, work.device))
     if forced:
         amp = ",".join(allowed_amp) + " (forced)"

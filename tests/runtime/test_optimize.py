@@ -161,7 +161,7 @@ def test_a_forced_or_emulated_precision_is_cached_apart(monkeypatch: pytest.Monk
     assert autotune._cache_key(work, "m", both, forced=True).endswith("amp off,bf16 (forced)")
     monkeypatch.setattr(isa, "native_bf16", lambda: True)
     assert autotune._cache_key(work, "m", both, forced=False).endswith("amp off,bf16")
-    assert f"| isa {isa.level()} |" in plain
+    assert f"| isa {isa.level()}, ATen " in plain
 
 
 def test_final_rounds_of_small_steps_are_lengthened() -> None:
