@@ -4,7 +4,7 @@
 // Why: ATen's CPU dropout draws one mt19937 number per element in a scalar loop: 18 ms for
 // SqueezeNet's 16x512x13x13 classifier input, about an eighth of its whole training step. This
 // kernel hashes (element index, seed) with AVX-512 integer multiplies: well under a
-// millisecond for the same tensor.
+// millisecond for the same tensor (its scalar path, see paths.h, gives the same masks).
 //
 // Randomness: element i is kept when mix(mix(i ^ s0) + s1) >= p * 2^32, with mix the
 // "lowbias32" integer hash (Wellons); the 64-bit seed (s0, s1) is drawn from torch's default

@@ -2,7 +2,8 @@
 //
 // Why: ATen's CPU max_pool2d is a scalar, branchy loop (~1-2 ms for LeNet's 128x6x28x28 on
 // two cores, a quarter of a training step); this one is AVX-512, branch-free and stores a
-// one-byte window index instead of int64 indices.
+// one-byte window index instead of int64 indices. Its scalar path (paths.h) gives the same
+// results bit for bit on any CPU, for tests and below the AVX-512 level.
 //
 // Exactness: the window is scanned in torch's order (top-left, top-right, bottom-left,
 // bottom-right); the first maximum wins, and a NaN wins over numbers (the last NaN over
