@@ -22,8 +22,7 @@ from cnnc.cli.app import stderr, usage_error
 from runtime.errors import ConfigError
 from runtime.kernels import isa
 
-ATEN_ENV = "ATEN_CPU_CAPABILITY"
-ONEDNN_ENV = "ONEDNN_MAX_CPU_ISA"
+ATEN_ENV, ONEDNN_ENV = isa.ATEN_ENV, isa.ONEDNN_ENV
 # Every variable that caps an instruction set; --isa sets or clears each of them.
 CAP_VARIABLES = (isa.ENV, ATEN_ENV, ONEDNN_ENV)
 

@@ -107,9 +107,9 @@ def build(names: Iterable[str], why: str = "") -> None:
         return
     fresh = [name for name in wanted if not cached(name)]
     workers = max(1, min(len(wanted), os.cpu_count() or 1))
-    if fresh:
-        _announce(fresh, why, workers)
     times = _recorded_times()
+    if fresh:
+        _announce(fresh, why, workers, times)
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:  # each build is a subprocess
         futures = {pool.submit(_compile, name): name for name in wanted}
@@ -161,8 +161,7 @@ def _no_compiler(names: list[str]) -> None:
         _reasons[name] = reason
 
 
-def _announce(names: list[str], why: str, workers: int) -> None:
-    times = _recorded_times()
+def _announce(names: list[str], why: str, workers: int, times: dict[str, float]) -> None:
     total = sum(times.get(name, DEFAULT_BUILD_S) for name in names)
     longest = max(times.get(name, DEFAULT_BUILD_S) for name in names)
     estimate = max(longest, total / workers)

@@ -95,14 +95,6 @@ def _conv_mismatch() -> str | None:
     return None
 
 
-def _pool_mismatches() -> str | None:
-    return _each_layout(_pool_mismatch)
-
-
-def _batchnorm_mismatches() -> str | None:
-    return _each_layout(_batchnorm_mismatch)
-
-
 def _each_layout(check: Callable[[torch.dtype, bool], str | None]) -> str | None:
     for dtype in (torch.float32, torch.bfloat16):
         for channels_last in (False, True):
@@ -114,8 +106,8 @@ def _each_layout(check: Callable[[torch.dtype, bool], str | None]) -> str | None
 
 # kernel -> its check; the two convolution kernels are checked together, under conv3x3
 CHECKS: dict[str, Callable[[], str | None]] = {
-    "pool2x2": _pool_mismatches,
-    "batchnorm": _batchnorm_mismatches,
+    "pool2x2": functools.partial(_each_layout, _pool_mismatch),
+    "batchnorm": functools.partial(_each_layout, _batchnorm_mismatch),
     "conv3x3": _conv_mismatch,
 }
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from runtime.errors import ConfigError
 
 ENV = "CNNC_CPU_ISA"
+ATEN_ENV = "ATEN_CPU_CAPABILITY"  # ATen's own cap, read when torch loads
+ONEDNN_ENV = "ONEDNN_MAX_CPU_ISA"  # oneDNN's, read when its first primitive is made
 
 # What each level needs beyond the one below it, as /proc/cpuinfo names the flags.
 _X86 = {
@@ -58,24 +60,33 @@ _BF16_LEVELS = ("avx512_bf16", "amx", "neon_bf16")
 _override: str | None = None
 
 
+@functools.cache
 def arch() -> str:
     """``x86_64`` or ``aarch64`` (``arm64`` is reported as ``aarch64``)."""
     machine = platform.machine().lower()
     return "aarch64" if machine in ("arm64", "aarch64") else machine
 
 
+def _table(machine: str) -> dict[str, tuple[str, ...]]:
+    """The levels of architecture ``machine`` and the flags each adds (scalar alone on
+    architectures cnnc has no vector code for)."""
+    return {"x86_64": _X86, "amd64": _X86, "aarch64": _ARM}.get(machine, {"scalar": ()})
+
+
 def all_levels() -> tuple[str, ...]:
-    """This architecture's levels, lowest first (only ``scalar`` on others)."""
-    table = {"x86_64": _X86, "amd64": _X86, "aarch64": _ARM}.get(arch(), {"scalar": ()})
-    return tuple(table)
+    """This architecture's levels, lowest first."""
+    return tuple(_table(arch()))
 
 
 def requirements(level: str) -> tuple[str, ...]:
     """The CPU flags ``level`` needs (its own and every level's below it)."""
-    table = _ARM if arch() == "aarch64" else _X86
+    return _requirements(arch(), level)
+
+
+def _requirements(machine: str, level: str) -> tuple[str, ...]:
     needed: list[str] = []
-    for name in table:
-        needed += table[name]
+    for name, flags in _table(machine).items():
+        needed += flags
         if name == level:
             return tuple(needed)
     raise KeyError(level)
@@ -122,8 +133,13 @@ def cpu_model() -> str:
 
 def cpu_levels() -> tuple[str, ...]:
     """The levels this CPU supports, lowest first (``scalar`` always)."""
-    flags = cpu_flags()
-    return tuple(level for level in all_levels() if set(requirements(level)) <= flags)
+    return _levels_of(arch(), cpu_flags())
+
+
+@functools.cache
+def _levels_of(machine: str, flags: frozenset[str]) -> tuple[str, ...]:
+    """Cached: ``level()`` asks on every kernel call."""
+    return tuple(level for level in _table(machine) if set(_requirements(machine, level)) <= flags)
 
 
 def best() -> str:
@@ -206,9 +222,9 @@ def measuring_env(name: str) -> dict[str, str]:
     """
     env = {ENV: check(name, "--isa")}
     if name != best():
-        env["ATEN_CPU_CAPABILITY"] = _ATEN.get(name, "default")
+        env[ATEN_ENV] = _ATEN.get(name, "default")
         if arch() != "aarch64":
-            env["ONEDNN_MAX_CPU_ISA"] = _ONEDNN[name]
+            env[ONEDNN_ENV] = _ONEDNN[name]
         env["TORCHINDUCTOR_CACHE_DIR"] = _inductor_dir(name)
     return env
 

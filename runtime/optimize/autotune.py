@@ -127,7 +127,7 @@ def model_key(model: torch.nn.Module) -> str:
 
 def _cpu_isa() -> str:
     """cnnc's level, ATen's capability and oneDNN's cap: what the kernels of a step use."""
-    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "-"
+    onednn = os.environ.get(isa.ONEDNN_ENV) or os.environ.get("DNNL_MAX_CPU_ISA") or "-"
     aten = torch.backends.cpu.get_cpu_capability()
     return f"{isa.level()}, ATen {aten}, oneDNN {onednn}"
 
