@@ -179,12 +179,19 @@ def bench(
         _bench_artifact(spec, batch, device, Schedule(3, rounds, steps * 2), json_out)
         return
     compiled = compile_spec(spec)
-    schedule = Schedule(warmup=3, rounds=rounds, steps=steps)
     target = resolve_device(device)
-    peaks = (matmul_peak(target), matmul_peak(target, torch.bfloat16))
-    document = _bench_training(compiled, batch, device, schedule, refresh, bf16, peaks)
+    run = _BenchRun(
+        compiled,
+        batch,
+        device,
+        Schedule(warmup=3, rounds=rounds, steps=steps),
+        refresh,
+        bf16,
+        (matmul_peak(target), matmul_peak(target, torch.bfloat16)),
+    )
+    document = _bench_training(run)
     if inference:
-        document |= _bench_inference(compiled, batch, device, schedule, refresh, bf16, peaks)
+        document |= _bench_inference(run)
     if json_out:
         print_json(document)
         return
@@ -205,27 +212,33 @@ def bench(
     )
 
 
-def _bench_training(
-    compiled: Compiled,
-    batch: int,
-    device: str,
-    schedule: Schedule,
-    refresh: bool,
-    force_precision: bool,
-    peaks: tuple[float, float],
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _BenchRun:
+    """What both halves of ``bench`` take: the spec, the options, the matmul peaks."""
+
+    compiled: Compiled
+    batch: int
+    device: str
+    schedule: Schedule
+    refresh: bool
+    force_precision: bool
+    peaks: tuple[float, float]  # fp32, bf16
+
+
+def _bench_training(run: _BenchRun) -> dict[str, Any]:
     """The training-step half of ``bench``: tune, then time every variant side by side."""
-    work = workload(compiled, batch, device)
-    tuned = _tune(compiled, work, refresh, force_precision)
+    compiled, force_precision = run.compiled, run.force_precision
+    work = workload(compiled, run.batch, run.device)
+    tuned = _tune(compiled, work, run.refresh, force_precision)
     stderr.print(f"auto: {tuned.reason}", markup=False)
-    peak, peak_bf16 = peaks
+    peak, peak_bf16 = run.peaks
     lineup = training_variants(compiled, work.device, tuned.config, force_precision)
-    train = measure(work, lineup.variants, schedule)
+    train = measure(work, lineup.variants, run.schedule)
     return {
         "spec": compiled.spec.name,
         "device": device_name(work.device),
         **isa_fields(),
-        "batch": batch,
+        "batch": run.batch,
         "torch": torch.__version__,
         "peak_gflops": round(peak, 1),
         "peak_gflops_bf16": round(peak_bf16, 1),
@@ -235,21 +248,14 @@ def _bench_training(
     }
 
 
-def _bench_inference(
-    compiled: Compiled,
-    batch: int,
-    device: str,
-    schedule: Schedule,
-    refresh: bool,
-    force_precision: bool,
-    peaks: tuple[float, float],
-) -> dict[str, Any]:
+def _bench_inference(run: _BenchRun) -> dict[str, Any]:
     """The forward-pass half of ``bench`` (twice the steps per round: steps are shorter)."""
-    work = workload(compiled, batch, device, training=False)
-    tuned = _tune(compiled, work, refresh, force_precision)
-    peak, peak_bf16 = peaks
-    lineup = inference_variants(work.device, tuned.config, force_precision)
-    infer = measure(work, lineup.variants, Schedule(3, schedule.rounds, schedule.steps * 2))
+    work = workload(run.compiled, run.batch, run.device, training=False)
+    tuned = _tune(run.compiled, work, run.refresh, run.force_precision)
+    peak, peak_bf16 = run.peaks
+    lineup = inference_variants(work.device, tuned.config, run.force_precision)
+    schedule = Schedule(3, run.schedule.rounds, run.schedule.steps * 2)
+    infer = measure(work, lineup.variants, schedule)
     return {
         "inference": [_row(m, peak, peak_bf16) for m in infer],
         "skipped_inference": [skipped.to_dict() for skipped in lineup.skipped],
