@@ -31,7 +31,8 @@ def child(spec: str, batch: int, steps: int, config: dict[str, object]) -> dict[
 
     import cnnc
     from runtime.optimize.config import OptimizeConfig
-    from runtime.optimize.step import TrainStep, prepare
+    from runtime.optimize.prepare import prepare
+    from runtime.optimize.step import TrainStep
 
     compiled = cnnc.compile_spec(spec)
     torch.manual_seed(0)

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 import cnnc
-from runtime.optimize.autotune import left_out
+from runtime.optimize.candidates import left_out
 from runtime.optimize.config import EAGER, OptimizeConfig
-from runtime.optimize.step import TrainStep, prepare
+from runtime.optimize.prepare import prepare
+from runtime.optimize.step import TrainStep
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 SPECS = {"lenet": 128, "resnet20": 64, "digits": 64, "seed000_cnn": 128}
@@ -81,7 +82,7 @@ def make_step(spec: str, config: OptimizeConfig, device: str, batch: int) -> Cal
         step(x, y)
 
     def run() -> Any:
-        loss = step(x, y)
+        loss, _ = step(x, y)
         if device == "cuda":
             torch.cuda.synchronize()
         return loss

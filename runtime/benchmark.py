@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runtime.optimize.config import EAGER, OptimizeConfig
-from runtime.optimize.step import Prepared, TrainStep, kernels_needed, prepare
+from runtime.optimize.prepare import Prepared, kernels_needed, prepare
+from runtime.optimize.step import StepOptions, TrainStep
 
 ModelFactory = Callable[[], nn.Module]
 
@@ -78,7 +78,8 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Workload:
-    """What is timed: model, input shape, classes, batch size, device, FLOPs per image."""
+    """What is timed: model, input shape, classes, batch size, device, FLOPs per image, and
+    (training) what the run's step adds around forward and backward."""
 
     factory: ModelFactory
     input_shape: tuple[int, ...]
@@ -88,6 +89,7 @@ class Workload:
     training: bool = True
     flops_per_image: float | None = None
     seed: int = 0
+    step: StepOptions = field(default_factory=StepOptions)
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,7 @@ def _runner(
     model.train(work.training)
     prepared = prepare(model, variant.config, work.device, training=work.training)
     if work.training:
-        optimizer = torch.optim.SGD(prepared.eager_model.parameters(), lr=0.01, momentum=0.9)
-        step = TrainStep(prepared, optimizer, F.cross_entropy)
+        step = TrainStep.of(prepared, work.step)  # the step fit runs, with the run's options
         return (lambda: step(x, y)), prepared
 
     def infer() -> Tensor:

@@ -25,11 +25,11 @@ from cnnc.cli.isa_opts import (
     child_environment,
     needs_new_process,
 )
-from cnnc.cli.perf_cmds import inference_variants, training_variants
+from cnnc.cli.perf_cmds import variants
 from cnnc.compiler import compile_spec
+from runtime.autotune import TuneResult
 from runtime.benchmark import Measurement, Schedule, Variant, Workload
 from runtime.kernels import isa
-from runtime.optimize.autotune import TuneResult
 from runtime.optimize.config import EAGER
 from tests.helpers import ROOT
 
@@ -112,22 +112,20 @@ def emulated_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bf16_variants_are_skipped_where_bf16_is_emulated(emulated_bf16: None) -> None:
     compiled = compile_spec(SEED003)
-    for lineup in (training_variants(compiled, CPU, EAGER), inference_variants(CPU, EAGER)):
-        assert all(v.config.amp == "off" for v in lineup.variants)
-        assert lineup.variants[-1].name == "auto"
-        assert lineup.skipped and all("bf16" in s.name for s in lineup.skipped)
-        assert all("no native bf16" in s.reason for s in lineup.skipped)
+    for timed, skipped in (variants(compiled, CPU, EAGER), variants(None, CPU, EAGER)):
+        assert all(v.config.amp == "off" for v in timed)
+        assert timed[-1].name == "auto"
+        assert skipped and all("bf16" in s.name for s in skipped)
+        assert all("no native bf16" in s.reason for s in skipped)
 
 
 def test_bf16_variants_come_back_when_forced(emulated_bf16: None) -> None:
     compiled = compile_spec(SEED003)
-    plain = training_variants(compiled, CPU, EAGER)
-    forced = training_variants(compiled, CPU, EAGER, force_precision=True)
-    assert not forced.skipped
-    assert [v.name for v in forced.variants if v.config.amp == "bf16"] == [
-        s.name for s in plain.skipped
-    ]
-    assert not inference_variants(CPU, EAGER, force_precision=True).skipped
+    _, skipped = variants(compiled, CPU, EAGER)
+    forced, none_skipped = variants(compiled, CPU, EAGER, force_precision=True)
+    assert not none_skipped
+    assert [v.name for v in forced if v.config.amp == "bf16"] == [s.name for s in skipped]
+    assert not variants(None, CPU, EAGER, force_precision=True)[1]
 
 
 @pytest.fixture

@@ -1,23 +1,30 @@
-"""The optimization flags shared by train, bench and tune, and how they meet the spec.
+"""The optimization flags of ``cnnc train``, derived from the runtime's registry, and how
+they meet the spec.
 
-CLI flags override the spec's ``optimize:`` section; ``--optimize auto`` (or ``optimize:
-auto`` in the spec) measures the candidates on the device and picks the fastest.
+One flag per registry entry (its dashed name; a switch has a ``--no-`` form, a mode takes
+its value), added by ``optimization_flags``; they override the spec's ``optimize:`` section.
+``--optimize auto`` (or ``optimize: auto`` in the spec) measures the candidates on the
+device and picks the fastest; whether a run is long enough for that to pay is the
+runtime's call (``runtime.autotune.TUNE_WORTH_S``).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cnnc.analysis import summarize
-from cnnc.compiler import Compiled, build
-from cnnc.sections.optimize import OptimizeSection
-from runtime.benchmark import Schedule, Variant, Workload, measure
-from runtime.optimize.autotune import tune
-from runtime.optimize.config import EAGER, Amp, OptimizeConfig
-from runtime.train.distributed import resolve_device
+from runtime.optimize import registry
+from runtime.optimize.config import EAGER, OptimizeConfig
+
+if TYPE_CHECKING:
+    from cnnc.compiler import Compiled
+    from runtime.benchmark import Workload
+    from runtime.optimize.step import StepOptions
 
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
 OptimizeOpt = Annotated[
@@ -27,37 +34,45 @@ OptimizeOpt = Annotated[
         help="auto (measure and choose) or eager; default: the spec's optimize: section.",
     ),
 ]
-CompileOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--compile", help="torch.compile mode: off, default, reduce-overhead, max-autotune."
-    ),
-]
-ChannelsLastOpt = Annotated[
-    bool | None, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format.")
-]
-AmpOpt = Annotated[str | None, typer.Option("--amp", help="Autocast: off, bf16 or fp16.")]
-RewritesOpt = Annotated[
-    bool | None, typer.Option("--rewrites/--no-rewrites", help="Exact graph rewrites.")
-]
-CpuKernelsOpt = Annotated[
-    bool | None,
-    typer.Option("--cpu-kernels/--no-cpu-kernels", help="cnnc's fused C++ CPU kernels."),
-]
-CacheMemoryOpt = Annotated[
-    bool | None,
-    typer.Option("--cache-memory/--no-cache-memory", help="Keep CPU buffers across steps (CPU)."),
-]
-FusedConvReluOpt = Annotated[
-    bool | None,
-    typer.Option("--fused-conv-relu/--no-fused-conv-relu", help="Triton conv+ReLU (CUDA)."),
-]
-CudaGraphsOpt = Annotated[
-    bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay as CUDA graphs.")
-]
+_PREFIX = "opt_"  # the flags' parameter names, apart from the command's own
 
-_COMPILE = ("off", "default", "reduce-overhead", "max-autotune")
-_AMP = ("off", "bf16", "fp16")
+
+def _sentence(doc: str) -> str:
+    return f"{doc[0].upper()}{doc[1:]}."
+
+
+def _option(entry: registry.Optimization) -> inspect.Parameter:
+    if entry.choices:
+        kind: Any = str | None
+        help_text = f"{_sentence(entry.doc)} One of: {', '.join(entry.choices)}."
+        option = typer.Option(entry.flag, help=help_text)
+    else:
+        kind = bool | None
+        names = f"{entry.flag}/--no-{entry.flag[2:]}"
+        option = typer.Option(names, help=_sentence(entry.doc))
+    return inspect.Parameter(
+        _PREFIX + entry.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[kind, option],
+    )
+
+
+def optimization_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` one flag per registry entry; it receives them as ``flags``, a dict
+    of the registry names to the values given (None where a flag is absent)."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "flags"]
+    params = own + [_option(entry) for entry in registry.REGISTRY]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        flags = {name: kwargs.pop(_PREFIX + name) for name in registry.NAMES}
+        command(**kwargs, flags=flags)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -68,8 +83,22 @@ class Choice:
     reason: str = ""
 
 
-def workload(compiled: Compiled, batch: int, device: str, *, training: bool = True) -> Workload:
-    """The benchmark workload of a compiled spec: synthetic batches of its input shape."""
+def workload(
+    compiled: Compiled,
+    batch: int,
+    device: str,
+    *,
+    training: bool = True,
+    step: StepOptions | None = None,
+) -> Workload:
+    """The benchmark workload of a compiled spec: synthetic batches of its input shape,
+    and (for a training run) the run's own step options."""
+    from cnnc.analysis import summarize
+    from cnnc.compiler import build
+    from runtime.benchmark import Workload
+    from runtime.optimize.step import StepOptions
+    from runtime.train.distributed import resolve_device
+
     summary = summarize(compiled.graph)
     return Workload(
         factory=lambda: build(compiled),
@@ -79,31 +108,25 @@ def workload(compiled: Compiled, batch: int, device: str, *, training: bool = Tr
         device=resolve_device(device),
         training=training,
         flops_per_image=float(summary.training_flops),
+        step=step or StepOptions(),
     )
 
 
-def _checked(value: str | None, allowed: tuple[str, ...], flag: str) -> str | None:
-    if value is not None and value not in allowed:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=flag)
-    return value
-
-
-# Tuning times a dozen candidates (and compiles some); below this many seconds of eager
-# training it cannot pay for itself, so auto keeps eager.
-TUNE_WORTH_S = 60.0
-
-
-def estimated_run_s(compiled: Compiled, batch: int, device: str, steps: int) -> float:
-    """Seconds ``steps`` eager training steps take here, from a few timed steps."""
-    work = workload(compiled, batch, device)
-    (eager,) = measure(work, [Variant("eager", EAGER)], Schedule(warmup=2, rounds=3, steps=2))
-    return steps * eager.step_ms / 1000
+def _given(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags given, checked against their entries' choices."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    for name, value in given.items():
+        entry = registry.entry(name)
+        if entry.choices and value not in entry.choices:
+            raise typer.BadParameter(
+                f"{value!r} is not one of {', '.join(entry.choices)}", param_hint=entry.flag
+            )
+    return given
 
 
 def resolve_optimize(
     compiled: Compiled,
-    batch: int,
-    device: str,
+    work: Workload,
     mode: str | None,
     flags: dict[str, Any],
     *,
@@ -114,28 +137,20 @@ def resolve_optimize(
 
     With ``steps`` (the run's length), a run too short to pay for tuning stays eager.
     """
-    _checked(mode, ("auto", "eager"), "--optimize")
-    _checked(flags.get("compile"), _COMPILE, "--compile")
-    _checked(flags.get("amp"), _AMP, "--amp")
+    from cnnc.sections.optimize import OptimizeSection
+
+    if mode is not None and mode not in ("auto", "eager"):
+        raise typer.BadParameter(f"{mode!r} is not one of auto, eager", param_hint="--optimize")
     section = compiled.spec.optimize or OptimizeSection()
-    given = {key: value for key, value in flags.items() if value is not None}
+    given = _given(flags)
     if mode == "eager":
         return Choice(EAGER)
     if mode == "auto" or (section.auto and not given):
-        if steps is not None and not refresh:
-            seconds = estimated_run_s(compiled, batch, device, steps)
-            if seconds < TUNE_WORTH_S:
-                return Choice(
-                    EAGER,
-                    f"auto kept eager: the whole run takes about {seconds:.0f} s "
-                    f"eager ({steps} steps), too short for tuning to pay off",
-                )
-        allowed: tuple[Amp, ...] = section.allowed_amp  # type: ignore[assignment]
+        from runtime.autotune import tune
+
         result = tune(
-            workload(compiled, batch, device),
-            key=compiled.key,
-            allowed_amp=allowed,
-            refresh=refresh,
-        )
+            work, key=compiled.key, allowed_amp=section.allowed_amp, refresh=refresh,
+            run_steps=steps,
+        )  # fmt: skip
         return Choice(result.config, f"auto chose {result.reason}")
     return Choice(section.to_config().with_(**given))

@@ -9,7 +9,7 @@ every report states the instruction sets it was measured with.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +26,7 @@ from cnnc.cli.optimize_opts import DeviceOpt, workload
 from cnnc.compiler import Compiled, compile_spec
 from cnnc.errors import Location, Problem
 from cnnc.sections.optimize import OptimizeSection
+from runtime.autotune import TuneResult, tune
 from runtime.benchmark import (
     Measurement,
     Schedule,
@@ -36,7 +37,8 @@ from runtime.benchmark import (
     measure,
 )
 from runtime.export import manifest_path
-from runtime.optimize.autotune import TuneResult, left_out, tune
+from runtime.optimize import candidates
+from runtime.optimize.candidates import Skipped
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
 from runtime.train.distributed import resolve_device
 
@@ -52,36 +54,9 @@ Bf16Opt = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """A variant left out of a run, and why."""
-
-    name: str
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "reason": self.reason}
-
-
-@dataclass
-class Lineup:
-    """The variants a bench run times, and the ones it leaves out."""
-
-    variants: list[Variant] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-
-    def add(self, variant: Variant, device: torch.device, force_precision: bool) -> None:
-        """Time ``variant`` unless its precision cannot pay on ``device`` (see ``left_out``)."""
-        why = left_out(variant.config.amp, device, force_precision)
-        if why is None:
-            self.variants.append(variant)
-        else:
-            self.skipped.append(Skipped(variant.name, why))
-
-
 def _allowed_amp(compiled: Compiled) -> tuple[Amp, ...]:
     section = compiled.spec.optimize or OptimizeSection()
-    return section.allowed_amp  # type: ignore[return-value]
+    return section.allowed_amp
 
 
 def _tune(
@@ -101,58 +76,28 @@ def _tune(
     )
 
 
-def training_variants(
-    compiled: Compiled, device: torch.device, auto: OptimizeConfig, force_precision: bool = False
-) -> Lineup:
-    """Eager, the tutorial's class, each stock flag, cnnc's own optimizations, and auto.
+# bench shows bf16 beside fp32 whatever the spec allows auto (fp16 is CUDA's own choice)
+BENCH_PRECISIONS: tuple[Amp, ...] = ("off", "bf16")
+
+
+def variants(
+    compiled: Compiled | None,
+    device: torch.device,
+    auto: OptimizeConfig,
+    force_precision: bool = False,
+) -> tuple[list[Variant], list[Skipped]]:
+    """Every candidate of the registry's lineup on ``device``, the tutorial's hand-written
+    class (when the spec has one) and auto's choice; and the variants left out, with why.
 
     Reduced-precision variants the device cannot compute natively are skipped unless
     ``force_precision``; auto always stays (its choice already respects the device).
     """
-    lineup = Lineup([Variant("eager", EAGER)])
-    baseline = BASELINES.get(compiled.spec.name)
+    lineup = candidates.lineup(device, BENCH_PRECISIONS, force_precision=force_precision)
+    runs = [Variant(config.name, config) for config in lineup.configs]
+    baseline = BASELINES.get(compiled.spec.name) if compiled is not None else None
     if baseline is not None:
-        lineup.variants.append(Variant("handwritten", EAGER, baseline))
-    stock = [
-        OptimizeConfig(channels_last=True),
-        OptimizeConfig(amp="bf16"),
-        OptimizeConfig(channels_last=True, amp="bf16"),
-        OptimizeConfig(compile="default"),
-    ]
-    ours = [OptimizeConfig(rewrites=True, channels_last=True)]
-    if device.type == "cpu":
-        kernels = OptimizeConfig(rewrites=True, cpu_kernels=True, cache_memory=True)
-        ours += [kernels, kernels.with_(channels_last=True, amp="bf16")]
-    else:
-        ours += [
-            OptimizeConfig(fused_conv_relu=True, channels_last=True),
-            OptimizeConfig(compile="default", cuda_graphs=True, channels_last=True),
-        ]
-    for config in stock + ours:
-        lineup.add(Variant(config.name, config), device, force_precision)
-    lineup.variants.append(Variant("auto", auto))
-    return lineup
-
-
-def inference_variants(
-    device: torch.device, auto: OptimizeConfig, force_precision: bool = False
-) -> Lineup:
-    """Eager, stock flags, cnnc's rewrites and kernels, and auto, for the forward pass
-    (reduced precision skipped as in ``training_variants``)."""
-    configs = [
-        EAGER,
-        OptimizeConfig(channels_last=True),
-        OptimizeConfig(compile="default"),
-        OptimizeConfig(rewrites=True, compile="default"),
-    ]
-    if device.type == "cpu":
-        kernels = OptimizeConfig(rewrites=True, cpu_kernels=True, cache_memory=True)
-        configs += [kernels, kernels.with_(amp="bf16")]
-    lineup = Lineup()
-    for config in configs:
-        lineup.add(Variant(config.name, config), device, force_precision)
-    lineup.variants.append(Variant("auto", auto))
-    return lineup
+        runs.insert(1, Variant("handwritten", EAGER, baseline))
+    return [*runs, Variant("auto", auto)], lineup.skipped
 
 
 @app.command()
@@ -232,8 +177,8 @@ def _bench_training(run: _BenchRun) -> dict[str, Any]:
     tuned = _tune(compiled, work, run.refresh, force_precision)
     stderr.print(f"auto: {tuned.reason}", markup=False)
     peak, peak_bf16 = run.peaks
-    lineup = training_variants(compiled, work.device, tuned.config, force_precision)
-    train = measure(work, lineup.variants, run.schedule)
+    timed, skipped = variants(compiled, work.device, tuned.config, force_precision)
+    train = measure(work, timed, run.schedule)
     return {
         "spec": compiled.spec.name,
         "device": device_name(work.device),
@@ -244,7 +189,7 @@ def _bench_training(run: _BenchRun) -> dict[str, Any]:
         "peak_gflops_bf16": round(peak_bf16, 1),
         "auto": {"config": tuned.config.to_dict(), "reason": tuned.reason},
         "variants": [_row(m, peak, peak_bf16) for m in train],
-        "skipped": [skipped.to_dict() for skipped in lineup.skipped],
+        "skipped": [left.to_dict() for left in skipped],
     }
 
 
@@ -253,12 +198,12 @@ def _bench_inference(run: _BenchRun) -> dict[str, Any]:
     work = workload(run.compiled, run.batch, run.device, training=False)
     tuned = _tune(run.compiled, work, run.refresh, run.force_precision)
     peak, peak_bf16 = run.peaks
-    lineup = inference_variants(work.device, tuned.config, run.force_precision)
+    timed, skipped = variants(None, work.device, tuned.config, run.force_precision)
     schedule = Schedule(3, run.schedule.rounds, run.schedule.steps * 2)
-    infer = measure(work, lineup.variants, schedule)
+    infer = measure(work, timed, schedule)
     return {
         "inference": [_row(m, peak, peak_bf16) for m in infer],
-        "skipped_inference": [skipped.to_dict() for skipped in lineup.skipped],
+        "skipped_inference": [left.to_dict() for left in skipped],
         "auto_inference": {"config": tuned.config.to_dict(), "reason": tuned.reason},
     }
 

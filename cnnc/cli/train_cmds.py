@@ -17,22 +17,16 @@ import typer
 from cnnc.cli.app import JsonOpt, SpecArg, app, print_json, stderr, stdout, user_errors
 from cnnc.cli.artifact_cmds import is_artifact, predict_artifact
 from cnnc.cli.optimize_opts import (
-    AmpOpt,
-    CacheMemoryOpt,
-    ChannelsLastOpt,
-    CompileOpt,
-    CpuKernelsOpt,
-    CudaGraphsOpt,
     DeviceOpt,
-    FusedConvReluOpt,
     OptimizeOpt,
-    RewritesOpt,
+    optimization_flags,
     resolve_optimize,
+    workload,
 )
 from cnnc.cli.runtime_errors import runtime_errors
 from cnnc.compiler import Compiled, build, compile_spec
 from cnnc.sections.train import TrainSection
-from runtime.train import ConsoleReporter, evaluate, fit, predict, prepare_data, seed_everything
+from runtime.train import evaluate, predict, prepare_data
 from runtime.train.config import TrainConfig
 from runtime.train.metrics import EvalResult
 
@@ -65,6 +59,7 @@ def train_config(
 
 @app.command()
 @user_errors
+@optimization_flags
 def train(
     spec: SpecArg,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
@@ -77,32 +72,25 @@ def train(
     log_grads: Annotated[bool, typer.Option(help="Log per-parameter gradient norms.")] = False,
     tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard event files.")] = False,
     optimize: OptimizeOpt = None,
-    compile_mode: CompileOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    amp: AmpOpt = None,
-    rewrites: RewritesOpt = None,
-    cpu_kernels: CpuKernelsOpt = None,
-    cache_memory: CacheMemoryOpt = None,
-    fused_conv_relu: FusedConvReluOpt = None,
-    cuda_graphs: CudaGraphsOpt = None,
     json_out: JsonOpt = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Train SPEC as its train: section says; writes runs/<name>/<n>/."""
+    from runtime.train import ConsoleReporter, evaluate, fit, prepare_data, seed_everything
+    from runtime.train.optim import step_options
+
     compiled = compile_spec(spec)
     with runtime_errors(compiled):
         config = train_config(compiled, epochs, batch_size)
-        flags = {
-            "compile": compile_mode,
-            "channels_last": channels_last,
-            "amp": amp,
-            "rewrites": rewrites,
-            "cpu_kernels": cpu_kernels,
-            "cache_memory": cache_memory,
-            "fused_conv_relu": fused_conv_relu,
-            "cuda_graphs": cuda_graphs,
-        }
-        steps = config.epochs * _steps_per_epoch(compiled, config)
-        choice = resolve_optimize(compiled, config.batch_size, device, optimize, flags, steps=steps)
+        data = prepare_data(config, compiled.graph.input_shape)  # loaded once per command
+        steps_per_epoch = -(-len(data.train) // config.batch_size)
+        work = workload(
+            compiled, config.batch_size, device, step=step_options(config, steps_per_epoch)
+        )
+        choice = resolve_optimize(
+            compiled, work, optimize, flags, steps=config.epochs * steps_per_epoch
+        )
         if choice.reason and is_main_process():
             stderr.print(f"optimize: {choice.reason}", markup=False)
         seed_everything(config.seed)
@@ -113,11 +101,11 @@ def train(
             run_name=None if resume else compiled.spec.name, runs_root=runs,
             run_files=_run_files(compiled, choice.config.to_dict()), resume=resume,
             callbacks=[reporter], log_grads=log_grads, tensorboard=tensorboard,
-            optimize=choice.config,
+            optimize=choice.config, data=data,
         )  # fmt: skip
         if not is_main_process():
             return
-        scores = evaluate(model, config, compiled.graph.input_shape, device=device)
+        scores = evaluate(model, config, compiled.graph.input_shape, device=device, data=data)
     last = result.last
     document = {
         "name": compiled.spec.name,
@@ -141,12 +129,6 @@ def train(
             f"test accuracy {scores.accuracy:.2%}, loss {scores.loss:.4f} "
             f"({scores.num_samples} images); run: {document['run_dir']}"
         )
-
-
-def _steps_per_epoch(compiled: Compiled, config: TrainConfig) -> int:
-    """Optimizer steps in one epoch (loads the dataset; errors surface here, located)."""
-    data = prepare_data(config, compiled.graph.input_shape)
-    return -(-len(data.train) // config.batch_size)
 
 
 def _run_files(compiled: Compiled, optimize: dict[str, Any]) -> dict[str, str]:

@@ -8,29 +8,22 @@ of numerics, so ``auto`` considers it only when ``precision`` allows it::
     optimize: {auto: true, precision: [fp32, bf16]}
     optimize: {channels_last: true, amp: bf16, compile: default}
     optimize: {rewrites: true, cpu_kernels: true}   # exact rewrites + cnnc's CPU kernels
-    optimize: {cpu_kernels: true, cache_memory: true}  # ... and CPU buffers kept across steps
+
+The keys of a fixed choice are the runtime's ``OptimizeConfig``, whose fields are the
+registry's optimizations (``runtime.optimize.registry``): this section adds only ``auto``
+and ``precision``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from runtime.optimize.config import OptimizeConfig
+from runtime.optimize import registry
+from runtime.optimize.config import Amp, Bool, OptimizeConfig
 
-Bool = Annotated[bool, Strict()]
 Precision = Literal["fp32", "bf16", "fp16"]
-FIXED = (
-    "compile",
-    "channels_last",
-    "amp",
-    "fused_conv_relu",
-    "cuda_graphs",
-    "rewrites",
-    "cpu_kernels",
-    "cache_memory",
-)
 
 
 def _shorthand(value: Any) -> Any:
@@ -41,25 +34,15 @@ def _shorthand(value: Any) -> Any:
     return value
 
 
-class OptimizeSection(BaseModel):
+class OptimizeSection(OptimizeConfig):
     """Fixed optimizations, or ``auto: true`` to let cnnc measure and choose."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     auto: Bool = False
-    precision: Annotated[list[Precision], Field(min_length=1)] = ["fp32"]
-    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
-    channels_last: Bool = False
-    amp: Literal["off", "bf16", "fp16"] = "off"
-    fused_conv_relu: Bool = False
-    cuda_graphs: Bool = False
-    rewrites: Bool = False
-    cpu_kernels: Bool = False
-    cache_memory: Bool = False
+    precision: list[Precision] = Field(default=["fp32"], min_length=1)
 
     @model_validator(mode="after")
     def _auto_or_fixed(self) -> OptimizeSection:
-        chosen = [key for key in FIXED if key in self.model_fields_set]
+        chosen = [key for key in registry.NAMES if key in self.model_fields_set]
         if self.auto and chosen:
             raise ValueError(
                 f"auto chooses the optimizations itself; remove {', '.join(chosen)} or set "
@@ -71,19 +54,10 @@ class OptimizeSection(BaseModel):
 
     def to_config(self) -> OptimizeConfig:
         """The runtime configuration of a fixed choice (``auto`` is resolved by tuning)."""
-        return OptimizeConfig(
-            compile=self.compile,
-            channels_last=self.channels_last,
-            amp=self.amp,
-            fused_conv_relu=self.fused_conv_relu,
-            cuda_graphs=self.cuda_graphs,
-            rewrites=self.rewrites,
-            cpu_kernels=self.cpu_kernels,
-            cache_memory=self.cache_memory,
-        )
+        return OptimizeConfig.model_validate(self.to_dict())
 
     @property
-    def allowed_amp(self) -> tuple[str, ...]:
+    def allowed_amp(self) -> tuple[Amp, ...]:
         """Autocast precisions ``auto`` may pick ("off" is fp32)."""
         return tuple("off" if p == "fp32" else p for p in self.precision)
 

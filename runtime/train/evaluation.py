@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from runtime.train.checkpoint import load_weights, unwrap_model
 from runtime.train.config import TrainConfig
-from runtime.train.data import ShardSampler, make_loader, prepare_data
+from runtime.train.data import DataSplits, ShardSampler, make_loader, prepare_data
 from runtime.train.distributed import DistContext, resolve_device
 from runtime.train.metrics import EvalResult, Totals, confusion_matrix, per_class_accuracy
 from runtime.train.optim import build_loss
@@ -85,6 +85,7 @@ def evaluate(
     split: str = "test",
     device: str | torch.device = "auto",
     weights: str | Path | None = None,
+    data: DataSplits | None = None,
 ) -> EvalResult:
     """Scores ``model`` on one split of the dataset named in ``config``.
 
@@ -96,6 +97,7 @@ def evaluate(
             ``"train"``.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         weights: A ``.safetensors`` file to load into ``model`` first.
+        data: The dataset of ``config``, when the caller has loaded it already.
 
     Returns:
         Loss, accuracy, top-k, per-class accuracy and the confusion matrix.
@@ -105,7 +107,7 @@ def evaluate(
     """
     config.validate()
     resolved = resolve_device(device)
-    data = prepare_data(config, tuple(input_shape))
+    data = data or prepare_data(config, tuple(input_shape))
     images = data.split(split)
     if weights is not None:
         load_weights(model, weights)

@@ -26,7 +26,6 @@ from torch import Tensor
 
 from runtime.errors import ConfigError, RuntimeFailure, TrainingError
 from runtime.optimize.config import EAGER, OptimizeConfig
-from runtime.optimize.step import make_scaler
 from runtime.train.checkpoint import (
     Checkpoint,
     atomic_write,
@@ -35,6 +34,7 @@ from runtime.train.checkpoint import (
     save_weights,
 )
 from runtime.train.config import TrainConfig
+from runtime.train.data import DataSplits
 from runtime.train.distributed import DistContext, setup, teardown
 from runtime.train.evaluation import score
 from runtime.train.events import Callback, EpochRecord, FitInfo, StepInfo, TrainResult
@@ -95,7 +95,6 @@ class _Trainer:
         self.saved_step: int | None = None
         self.started = time.perf_counter()
         self.images = 0
-        self.scaler = make_scaler(session.prepared) if session.prepared is not None else None
 
     def _emit(self, hook: str, *args: object) -> None:
         for callback in self.s.callbacks:
@@ -163,35 +162,25 @@ class _Trainer:
         return torch.Generator().manual_seed(seed)
 
     def _step(self, x: Tensor, y: Tensor) -> tuple[float, bool]:
-        s = self.s
-        prepared = s.prepared
-        assert prepared is not None
-        with prepared.memory():  # cnnc's CPU buffer cache, when the configuration has it
-            s.optimizer.zero_grad(set_to_none=True)
-            x = prepared.input(x)
-            with prepared.autocast():
-                outputs = prepared.run(x)  # (B, K)
-                loss = s.loss_fn(outputs, y)
+        """The session's ``TrainStep``, with this loop's checks before and after backward."""
+        sync: list[tuple[float, bool]] = []
+
+        def inspect(loss: Tensor) -> None:
             value, stop, bad = self._sync(loss)
             if bad:
                 raise self._nonfinite(value)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(s.optimizer)
-            else:
-                loss.backward()
+            sync.append((value, stop))
+
+        def after_backward() -> None:
             self.grad_norms = self._grad_norms() if self._logs_grads() else None
-            if self.config.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(s.model.parameters(), self.config.clip_grad_norm)
-            s.step_lr = self._lr()  # the lr this step uses; the scheduler moves it next
-            if self.scaler is not None:
-                self.scaler.step(s.optimizer)
-                self.scaler.update()
-            else:
-                s.optimizer.step()
-            s.scheduler.step()
-            self.totals.add(loss, outputs, y)
-            return value, stop
+            self.s.step_lr = self._lr()  # the lr this step uses; the scheduler moves it next
+
+        step = self.s.step
+        assert step is not None
+        step.inspect, step.after_backward = inspect, after_backward
+        loss, outputs = step(x, y)
+        self.totals.add(loss, outputs, y)
+        return sync[0]
 
     def _sync(self, loss: Tensor) -> tuple[float, bool, bool]:
         """(global mean loss, stop requested anywhere, loss non-finite anywhere)."""
@@ -355,6 +344,7 @@ def fit(
     log_grads: bool = False,
     tensorboard: bool = False,
     optimize: OptimizeConfig = EAGER,
+    data: DataSplits | None = None,
 ) -> TrainResult:
     """Trains ``model`` in place as ``config`` says.
 
@@ -378,6 +368,8 @@ def fit(
         tensorboard: Also write TensorBoard event files (needs the tensorboard package).
         optimize: How to run the training step (channels-last, autocast, torch.compile,
             rewrites, ...); see ``runtime.optimize``. Evaluation always runs in fp32 eager.
+        data: The dataset of ``config``, when the caller has loaded it already (from
+            ``prepare_data``); otherwise it is loaded here.
 
     Returns:
         History, per-step losses, final weights path; ``interrupted`` after Ctrl-C.
@@ -402,7 +394,7 @@ def fit(
         shape = _input_shape(input_shape)
         session = open_session(
             model, config, shape, context, run_dir=path, resume=checkpoint,
-            callbacks=callbacks, tensorboard=tensorboard, optimize=optimize,
+            callbacks=callbacks, tensorboard=tensorboard, optimize=optimize, data=data,
         )  # fmt: skip
         with _catch_sigint() as stop:
             trainer = _Trainer(session, stop, log_grads)

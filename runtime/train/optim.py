@@ -7,12 +7,18 @@ smoothly within an epoch and a run resumed mid-epoch continues on the same curve
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import lr_scheduler
 
-from runtime.train.config import LossConfig, OptimizerConfig, SchedulerConfig
+from runtime.train.config import LossConfig, OptimizerConfig, SchedulerConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from runtime.optimize.step import StepOptions
 
 __all__ = ["ClassificationLoss", "build_loss", "build_optimizer", "build_scheduler"]
 
@@ -100,3 +106,22 @@ def _main_schedule(
             cycle_momentum=cycle,
         )
     return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def step_options(config: TrainConfig, steps_per_epoch: int) -> StepOptions:
+    """What ``config``'s run adds around forward and backward, for the tuner to time the
+    step ``fit`` will run (its optimizer, loss, clipping and schedule)."""
+    from runtime.optimize.step import StepOptions
+
+    return StepOptions(
+        optimizer=functools.partial(build_optimizer, config=config.optimizer),
+        loss=build_loss(config.loss),
+        clip_grad_norm=config.clip_grad_norm,
+        scheduler=functools.partial(_scheduler_of, config=config, steps_per_epoch=steps_per_epoch),
+    )
+
+
+def _scheduler_of(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> lr_scheduler.LRScheduler:
+    return build_scheduler(optimizer, config.scheduler, config.epochs, steps_per_epoch)

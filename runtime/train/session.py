@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 
 from runtime.errors import CheckpointError, ConfigError
 from runtime.optimize.config import EAGER, OptimizeConfig
-from runtime.optimize.step import Prepared, prepare
+from runtime.optimize.prepare import Prepared, prepare
+from runtime.optimize.step import TrainStep
 from runtime.train.checkpoint import (
     Checkpoint,
     CheckpointManager,
@@ -81,6 +82,7 @@ class Session:
     position: Position = field(default_factory=Position)
     history: list[EpochRecord] = field(default_factory=list)
     prepared: Prepared | None = None
+    step: TrainStep | None = None  # what each batch runs: the step auto and bench time
     totals_state: list[float] | None = None
     resumed_from: Checkpoint | None = None
     step_lr: float | None = None  # the lr the last step used
@@ -163,10 +165,13 @@ def open_session(
     callbacks: Sequence[Callback],
     tensorboard: bool,
     optimize: OptimizeConfig = EAGER,
+    data: DataSplits | None = None,
 ) -> Session:
-    """Builds and checks everything; restores ``resume`` when given. See module docstring."""
+    """Builds and checks everything; restores ``resume`` when given. See module docstring.
+
+    ``data`` is the dataset of ``config`` when the caller has loaded it already."""
     observers = _observers(config, context, run_dir, tensorboard)
-    data = prepare_data(config, input_shape)
+    data = data or prepare_data(config, input_shape)
     check_batch_size(config.batch_size, len(data.train), context.world_size)
     model.to(context.device)
     check_outputs(model, input_shape, data.num_classes, context.device)
@@ -196,6 +201,10 @@ def open_session(
         restore(session, resume)
     session.prepared = prepare(model, optimize, context.device, wrap=context.wrap)
     session.network = session.prepared.model
+    session.step = TrainStep(
+        session.prepared, optimizer, session.loss_fn, clip_grad_norm=config.clip_grad_norm,
+        scheduler=session.scheduler,
+    )  # fmt: skip
     return session
 
 

@@ -15,7 +15,7 @@ from runtime.kernels import batchnorm, cpu_ext, cpu_parity, pool
 from runtime.kernels.batchnorm import FusedBatchNorm2d, batch_norm_add_relu, batch_norm_relu
 from runtime.kernels.pool import fused_maxpool2x2, maxpool2x2
 from runtime.optimize.config import OptimizeConfig
-from runtime.optimize.step import prepare
+from runtime.optimize.prepare import prepare
 from tests.runtime.kernel_levels import BUILT, VECTOR_PATHS, expected_path, vectorized_at
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]

@@ -14,7 +14,7 @@ from runtime.benchmark import Schedule, Variant, Workload, measure
 from runtime.kernels import cpu_ext, isa
 from runtime.kernels.pool import fused_maxpool2x2
 from runtime.optimize.config import OptimizeConfig
-from runtime.optimize.step import kernels_needed, prepare
+from runtime.optimize.prepare import kernels_needed, prepare
 from tests.runtime.kernel_levels import BUILT
 
 CPU = torch.device("cpu")

@@ -13,8 +13,11 @@ from torch import nn
 import cnnc
 from runtime.errors import ConfigError
 from runtime.kernels import memory
+from runtime.optimize import registry
 from runtime.optimize.config import OptimizeConfig
-from runtime.optimize.step import TrainStep, _cache_memory_ready, prepare
+from runtime.optimize.passes import Preparing
+from runtime.optimize.prepare import _ready, prepare
+from runtime.optimize.step import TrainStep
 from runtime.train import fit
 from tests.helpers import ROOT
 from tests.runtime.train_helpers import DIGITS, digits_config, tiny_cnn
@@ -108,9 +111,10 @@ def test_a_bad_cache_size_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, valu
 
 
 def test_declined_off_cpu_with_a_reason() -> None:
-    notes: list[str] = []
-    assert not _cache_memory_ready(torch.device("cuda"), notes)
-    assert notes == ["cache_memory declined: the caching allocator is for CPU memory"]
+    config = OptimizeConfig(cache_memory=True)
+    preparing = Preparing(config, torch.device("cuda"), training=True, kernels=[])
+    assert not _ready(registry.entry("cache_memory"), preparing)
+    assert preparing.notes == ["cache_memory declined: the caching allocator is for CPU memory"]
 
 
 def _losses_and_weights(
@@ -127,7 +131,7 @@ def _losses_and_weights(
     losses, deltas = [], []
     for _ in range(steps):
         before = memory.stats()
-        losses.append(float(step(x, y)))
+        losses.append(float(step(x, y)[0]))
         deltas.append(_delta(before))
     return losses, {k: v.clone() for k, v in model.state_dict().items()}, deltas
 

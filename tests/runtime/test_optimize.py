@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnc
+from runtime import autotune
 from runtime.benchmark import Measurement, Schedule, Workload
 from runtime.errors import ConfigError
 from runtime.kernels import isa
-from runtime.optimize import autotune
+from runtime.optimize import candidates
 from runtime.optimize.config import EAGER, OptimizeConfig
-from runtime.optimize.step import Prepared, TrainStep, prepare
+from runtime.optimize.prepare import Prepared, prepare
+from runtime.optimize.step import TrainStep
 from tests.helpers import ROOT
 from tests.runtime.kernel_levels import vectorized_at
 
@@ -43,7 +45,7 @@ def test_exact_configs_train_like_eager(config: OptimizeConfig, level: str) -> N
         model = _lenet()
         prepared = prepare(model, chosen, CPU)
         step = TrainStep(prepared, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy)
-        losses.append([float(step(x, y)) for _ in range(3)])
+        losses.append([float(step(x, y)[0]) for _ in range(3)])
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
 
 
@@ -103,19 +105,19 @@ def test_auto_keeps_eager_unless_a_candidate_wins_clearly() -> None:
 
 
 def test_reduced_precision_is_a_candidate_only_when_allowed_and_native(level: str) -> None:
-    assert all(c.exact for c in autotune.candidates(CPU))
-    with_bf16 = autotune.candidates(CPU, ("off", "bf16"))
+    assert all(c.exact for c in candidates.candidates(CPU))
+    with_bf16 = candidates.candidates(CPU, ("off", "bf16"))
     native = level in ("avx512_bf16", "amx", "neon_bf16")
     assert any(c.amp == "bf16" for c in with_bf16) == native
-    why = autotune.left_out("bf16", CPU)
+    why = candidates.left_out("bf16", CPU)
     assert (why is None) == native
     if not native:
         assert why is not None and f"no native bf16 at level {level}" in why
-    forced = autotune.candidates(CPU, ("off", "bf16"), force_precision=True)
+    forced = candidates.candidates(CPU, ("off", "bf16"), force_precision=True)
     assert any(c.amp == "bf16" for c in forced)
-    assert not any(c.amp == "fp16" for c in autotune.candidates(CPU, ("off", "fp16")))
+    assert not any(c.amp == "fp16" for c in candidates.candidates(CPU, ("off", "fp16")))
     assert not any(
-        c.amp == "fp16" for c in autotune.candidates(CPU, ("off", "fp16"), force_precision=True)
+        c.amp == "fp16" for c in candidates.candidates(CPU, ("off", "fp16"), force_precision=True)
     )
 
 

@@ -1,13 +1,13 @@
 """``auto``: time the candidate configurations on the actual device and keep the fastest.
 
-Candidates are measured side by side with plain eager (interleaved rounds, medians, see
+The candidates (``runtime.optimize.candidates``: the registry's showcases that apply here)
+are measured side by side with plain eager (interleaved rounds, medians, see
 ``runtime.benchmark``). A candidate wins only if it beats eager by a margin larger than the
 measurement noise, so ``auto`` is never slower than eager; otherwise eager is the answer.
 Reduced precision is a candidate only when the caller allows it and the device computes it
-natively (``precision_unavailable`` says why not: bf16 autocast on a CPU without AVX512-BF16,
-AMX or ARM BF16 runs emulated, several times slower than fp32); ``force_precision`` times it
-anyway. The choice is cached per device name, ISA level, torch version, model key and batch
-size, so a second run reuses it.
+natively; ``force_precision`` times it anyway. The choice is cached per device name, ISA
+level, torch version, model key and batch size, so a second run reuses it. A run too short
+for tuning to pay for itself (``TUNE_WORTH_S``) keeps eager, unless a choice is cached.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 
 from runtime.benchmark import Measurement, Schedule, Variant, Workload, device_name, measure
 from runtime.kernels import isa
+from runtime.optimize.candidates import candidates, left_out
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
 
 log = logging.getLogger("runtime.optimize")
@@ -38,6 +39,10 @@ FINAL_SCHEDULE = Schedule(warmup=2, rounds=15, steps=3)
 # A final round lasts at least this long: a few-millisecond step takes more steps per round,
 # or one identical configuration measures 5 % apart from itself and the pick is noise.
 FINAL_ROUND_MS = 50.0
+# Tuning times a dozen candidates (and compiles some); below this many seconds of eager
+# training a run cannot pay for it, so auto keeps eager.
+TUNE_WORTH_S = 60.0
+ESTIMATE_SCHEDULE = Schedule(warmup=2, rounds=3, steps=2)
 
 
 @dataclass
@@ -50,67 +55,6 @@ class TuneResult:
     measurements: list[Measurement]
     cached: bool = False
     finals: list[Measurement] = field(default_factory=list)
-
-
-def precision_unavailable(amp: Amp, device: torch.device) -> str | None:
-    """Why autocast to ``amp`` cannot pay on ``device`` (None: it can, or ``amp`` is off)."""
-    if amp == "fp16" and device.type != "cuda":
-        return "fp16 autocast trains on CUDA only"
-    if amp == "bf16" and device.type == "cpu" and not isa.native_bf16():
-        return (
-            f"this CPU has no native bf16 at level {isa.level()} (it needs AVX512-BF16, AMX "
-            "or ARM BF16), so bf16 autocast runs emulated, several times slower than fp32"
-        )
-    return None
-
-
-def left_out(amp: Amp, device: torch.device, force_precision: bool = False) -> str | None:
-    """Why ``amp``'s candidates are not timed on ``device`` (None: they are). Forcing brings
-    back bf16 on a CPU without native bf16; fp16 stays CUDA's."""
-    why = precision_unavailable(amp, device)
-    return None if force_precision and amp == "bf16" else why
-
-
-def candidates(
-    device: torch.device, allowed_amp: tuple[Amp, ...] = ("off",), *, force_precision: bool = False
-) -> list[OptimizeConfig]:
-    """The configurations worth timing on ``device`` (eager first).
-
-    fp32 candidates always; each reduced precision in ``allowed_amp`` adds its own where
-    the device computes it natively (or always, with ``force_precision``; fp16 stays CUDA's).
-    """
-    fp32 = [
-        EAGER,
-        OptimizeConfig(channels_last=True),
-        OptimizeConfig(rewrites=True, channels_last=True),
-        OptimizeConfig(compile="default"),
-        OptimizeConfig(compile="default", rewrites=True, channels_last=True),
-    ]
-    if device.type == "cpu":
-        ours = OptimizeConfig(rewrites=True, cpu_kernels=True, cache_memory=True)
-        fp32 += [ours, ours.with_(channels_last=True)]
-    if device.type == "cuda":
-        fp32 += [
-            OptimizeConfig(compile="default", cuda_graphs=True, channels_last=True),
-            OptimizeConfig(fused_conv_relu=True, channels_last=True),
-        ]
-    out = list(fp32)
-    for amp in allowed_amp:
-        if amp == "off" or left_out(amp, device, force_precision) is not None:
-            continue
-        out += [
-            OptimizeConfig(amp=amp),
-            OptimizeConfig(channels_last=True, amp=amp),
-            OptimizeConfig(compile="default", channels_last=True, amp=amp),
-        ]
-        if device.type == "cpu":
-            ours = OptimizeConfig(rewrites=True, cpu_kernels=True, cache_memory=True, amp=amp)
-            out += [ours, ours.with_(channels_last=True)]
-        if device.type == "cuda":
-            out += [
-                OptimizeConfig(compile="default", cuda_graphs=True, channels_last=True, amp=amp)
-            ]
-    return out
 
 
 def cache_file() -> Path:
@@ -193,8 +137,13 @@ def tune(
     refresh: bool = False,
     cache: Path | None = None,
     force_precision: bool = False,
+    run_steps: int | None = None,
 ) -> TuneResult:
     """Measure the candidates for ``work`` and return the fastest (cached by default).
+
+    With ``run_steps`` (the length of the run being tuned for), a run whose eager steps
+    take less than ``TUNE_WORTH_S`` in all keeps eager without tuning, unless a choice is
+    cached or ``refresh`` asks to tune anyway.
 
     Every candidate is timed in a first pass; the ``FINALISTS`` fastest and eager are then
     timed again side by side with ``final_schedule`` (more steps per round when steps are
@@ -211,6 +160,15 @@ def tune(
     if cached is not None and not refresh:
         config = OptimizeConfig(**cached["config"])  # type: ignore[arg-type]
         return TuneResult(config, f"{cached['reason']} (cached)", full_key, [], cached=True)
+    if run_steps is not None and not refresh:
+        (eager,) = measure(work, [Variant("eager", EAGER)], ESTIMATE_SCHEDULE)
+        seconds = run_steps * eager.step_ms / 1000
+        if seconds < TUNE_WORTH_S:
+            reason = (
+                f"eager: the whole run takes about {seconds:.0f} s eager ({run_steps} steps), "
+                "too short for tuning to pay off"
+            )
+            return TuneResult(EAGER, reason, full_key, [eager])
     configs = candidates(work.device, allowed_amp, force_precision=force_precision)
     measurements = measure(work, [Variant(config.name, config) for config in configs], schedule)
     finals = measure(work, _finalists(measurements), _lengthened(final_schedule, measurements))
