@@ -28,7 +28,7 @@ from cnnc.cli.isa_opts import (
 from cnnc.cli.perf_cmds import inference_variants, training_variants
 from cnnc.compiler import compile_spec
 from runtime.benchmark import Measurement, Schedule, Variant, Workload
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 from runtime.optimize.autotune import TuneResult
 from runtime.optimize.config import EAGER
 from tests.helpers import ROOT

@@ -63,7 +63,7 @@ class Prepared:
         if not self.cache_memory:
             yield
             return
-        from runtime.kernels.memory import caching_allocator
+        from runtime.memory import caching_allocator
 
         with caching_allocator():
             yield
@@ -125,7 +125,7 @@ def prepare(
     model = model.to(device)
     kernels = kernels_needed(config, device, training)
     if kernels:  # the kernels this configuration runs, built at once (in parallel) if new
-        from runtime.kernels import cpu_ext
+        from runtime.kernels.cpu import extension as cpu_ext
 
         cpu_ext.build(kernels, why=f"used by the {config.name} configuration")
     if config.fused_conv_relu:
@@ -162,7 +162,7 @@ def kernels_needed(config: OptimizeConfig, device: torch.device, training: bool)
     """The C++ CPU kernels a configuration runs (built before the model is prepared)."""
     if device.type != "cpu":
         return []
-    from runtime.kernels import conv3x3
+    from runtime.kernels.cpu import conv3x3
 
     names = []
     if config.cpu_kernels:
@@ -178,7 +178,7 @@ def _cache_memory_ready(device: torch.device, notes: list[str]) -> bool:
     if device.type != "cpu":
         notes.append("cache_memory declined: the caching allocator is for CPU memory")
         return False
-    from runtime.kernels import memory
+    from runtime import memory
 
     if not memory.available():
         notes.append(
@@ -193,8 +193,9 @@ def _cpu_kernels_ready(device: torch.device, kernels: list[str], notes: list[str
     if device.type != "cpu":
         notes.append("cpu_kernels declined: cnnc's fused kernels are for CPU")
         return False
-    from runtime.kernels import cpu_ext, isa
-    from runtime.kernels.cpu_parity import trusted
+    from runtime.kernels.cpu import extension as cpu_ext
+    from runtime.kernels.cpu import isa
+    from runtime.kernels.parity import trusted
 
     core = ("pool2x2", "batchnorm")
     if any(cpu_ext.load(name) is None for name in core):

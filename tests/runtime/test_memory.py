@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnc
+from runtime import memory
 from runtime.errors import ConfigError
-from runtime.kernels import memory
 from runtime.optimize.config import OptimizeConfig
 from runtime.optimize.step import TrainStep, _cache_memory_ready, prepare
 from runtime.train import fit

@@ -14,7 +14,7 @@ from torch import nn
 import cnnc
 from runtime.benchmark import Measurement, Schedule, Workload
 from runtime.errors import ConfigError
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 from runtime.optimize import autotune
 from runtime.optimize.config import EAGER, OptimizeConfig
 from runtime.optimize.step import Prepared, TrainStep, prepare
