@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from runtime.kernels.conv3x3 import SMALL_WEIGHTS, conv3x3, kernel_available, weight_grad
+from runtime.kernels.cpu.conv3x3 import SMALL_WEIGHTS, conv3x3, kernel_available, weight_grad
 
 # (batch, in, out, size, stride[, kernel size]): ResNet-20's layers at batch 64 (its 1x1
 # projections last), then ImageNet-sized ones

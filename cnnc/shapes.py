@@ -1,18 +1,33 @@
 """All shape arithmetic of cnnc: pure integer functions with PyTorch's floor and ceil rules.
 
-Layers, the graph traversal, kernels and tests import these; nothing else computes an output
-size. A shape here never includes the batch dimension: ``(C, H, W)`` for images, ``(F,)`` for
-features. Every window computation can explain itself as a formula with the numbers filled
-in, which is what shape errors show.
+Layers, the graph traversal and tests import these; nothing else computes an output size.
+The window arithmetic of convolution and pooling (``Window``, ``windows``, ``pair``,
+``same_padding``) is ``runtime.geometry``'s, which the kernels use too; it is re-exported
+here. A shape here never includes the batch dimension: ``(C, H, W)`` for images, ``(F,)``
+for features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from math import prod
 
+from runtime.geometry import Window, pair, same_padding, windows
+
 Shape = tuple[int, ...]
+
+__all__ = [
+    "Shape",
+    "ShapeProblem",
+    "Window",
+    "broadcast",
+    "check_windows",
+    "flatten",
+    "fmt",
+    "numel",
+    "pair",
+    "same_padding",
+    "windows",
+]
 
 
 class ShapeProblem(Exception):
@@ -41,14 +56,6 @@ class ShapeProblem(Exception):
         self.input_too_small = input_too_small
 
 
-def pair(value: int | Sequence[int]) -> tuple[int, int]:
-    """``5`` → ``(5, 5)``; ``(3, 5)`` stays; the way torch reads kernel_size, stride, ..."""
-    if isinstance(value, int):
-        return (value, value)
-    first, second = value
-    return (first, second)
-
-
 def numel(shape: Shape) -> int:
     """Number of elements in one sample of this shape."""
     return prod(shape)
@@ -58,81 +65,6 @@ def fmt(shape: Shape, *, batch: bool = False) -> str:
     """``(6, 28, 28)``, or ``(B, 6, 28, 28)`` with the batch axis written."""
     dims = (["B"] if batch else []) + [str(d) for d in shape]
     return "(" + ", ".join(dims) + (",)" if len(dims) == 1 else ")")
-
-
-@dataclass(frozen=True)
-class Window:
-    """One spatial axis of a convolution or pooling window.
-
-    ``pad_before``/``pad_after`` are the zeros added on each side (equal unless padding is
-    "same" with an even effective kernel, where torch pads one more after).
-    """
-
-    size: int
-    kernel: int
-    stride: int = 1
-    pad_before: int = 0
-    pad_after: int = 0
-    dilation: int = 1
-    ceil_mode: bool = False
-
-    @property
-    def span(self) -> int:
-        """The dilated kernel extent: ``dilation * (kernel - 1) + 1``."""
-        return self.dilation * (self.kernel - 1) + 1
-
-    @property
-    def padded(self) -> int:
-        return self.size + self.pad_before + self.pad_after
-
-    @property
-    def out(self) -> int:
-        """Output length, PyTorch's rule (``pooling_output_shape`` when ``ceil_mode``)."""
-        numerator = self.padded - self.span
-        if self.ceil_mode:
-            out = -(-numerator // self.stride) + 1
-            # torch: the last window must start inside the input or the left padding
-            if (out - 1) * self.stride >= self.size + self.pad_before:
-                out -= 1
-            return out
-        return numerator // self.stride + 1 if numerator >= 0 else 0
-
-    def formula(self, axis: str) -> str:
-        """The output-length formula for ``axis`` ("H" or "W") with the numbers filled in."""
-        rounding = "ceil" if self.ceil_mode else "floor"
-        pad = (
-            f"2*{self.pad_before}"
-            if self.pad_before == self.pad_after
-            else (f"{self.pad_before}+{self.pad_after}")
-        )
-        symbolic = f"{rounding}(({axis} + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1"
-        filled = (
-            f"{rounding}(({self.size} + {pad} - {self.dilation}*({self.kernel} - 1) - 1)"
-            f" / {self.stride}) + 1"
-        )
-        return f"{axis}_out = {symbolic} = {filled} = {self.out}"
-
-
-def same_padding(kernel: int, dilation: int) -> tuple[int, int]:
-    """torch's padding="same" for stride 1: total ``dilation*(kernel-1)``, extra one after."""
-    total = dilation * (kernel - 1)
-    return (total // 2, total - total // 2)
-
-
-def windows(
-    height: int,
-    width: int,
-    kernel: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[tuple[int, int], tuple[int, int]],
-    dilation: tuple[int, int] = (1, 1),
-    ceil_mode: bool = False,
-) -> tuple[Window, Window]:
-    """The H and W windows of one 2-D convolution or pooling layer."""
-    return (
-        Window(height, kernel[0], stride[0], *padding[0], dilation[0], ceil_mode),
-        Window(width, kernel[1], stride[1], *padding[1], dilation[1], ceil_mode),
-    )
 
 
 def check_windows(h: Window, w: Window, what: str) -> tuple[int, int]:

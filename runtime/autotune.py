@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from runtime.benchmark import Measurement, Schedule, Variant, Workload, device_name, measure
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 from runtime.optimize.candidates import candidates, left_out
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
 

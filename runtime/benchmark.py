@@ -181,7 +181,7 @@ def _build_kernels(work: Workload, variants: Sequence[Variant]) -> None:
         for name in kernels_needed(variant.config, work.device, work.training)
     }
     if needed:
-        from runtime.kernels import cpu_ext
+        from runtime.kernels.cpu import extension as cpu_ext
 
         cpu_ext.build(sorted(needed), why="used by the configurations measured")
 

@@ -29,7 +29,7 @@ from cnnc.cli.perf_cmds import variants
 from cnnc.compiler import compile_spec
 from runtime.autotune import TuneResult
 from runtime.benchmark import Measurement, Schedule, Variant, Workload
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 from runtime.optimize.config import EAGER
 from tests.helpers import ROOT
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cnnc.cli import app
 from cnnc.cli.app import BUILD_LOGGER, show_build_progress
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 from tests.helpers import ROOT
 
 LENET = str(ROOT / "specs" / "lenet.yaml")

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnc.cli import app, doctor_cmds
-from runtime.kernels import cpu_ext, isa
+from runtime.kernels.cpu import extension as cpu_ext
+from runtime.kernels.cpu import isa
 
 runner = CliRunner()
 STATES = {"loaded", "cached", "not built", "unavailable"}

@@ -23,7 +23,7 @@ from rich.markup import escape
 
 from cnnc.errors import CnncError, Problem
 from runtime.errors import ConfigError
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 
 app = typer.Typer(
     name="cnnc",

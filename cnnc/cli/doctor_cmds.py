@@ -21,7 +21,8 @@ from rich.table import Table
 
 from cnnc.cli.app import EXIT_INVALID, JsonOpt, app, print_json, stdout
 from cnnc.cli.isa_opts import ATEN_ENV, ONEDNN_ENV, aten_capability
-from runtime.kernels import cpu_ext, isa
+from runtime.kernels.cpu import extension as cpu_ext
+from runtime.kernels.cpu import isa
 
 # Flags no level needs but that tell what this CPU does with bf16 and int8.
 _EXTRA_FLAGS = ("amx_bf16", "amx_tile", "avx512_fp16", "avx_vnni")

@@ -3,7 +3,7 @@
 cnnc's kernels read their cap (``$CNNC_CPU_ISA``) at any time, but ATen and oneDNN read
 theirs (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``) once, when torch loads. So a run
 ``--isa LEVEL`` is re-run in a new process with the variables of
-``runtime.kernels.isa.measuring_env``, unless this process already has exactly them. Every
+``runtime.kernels.cpu.isa.measuring_env``, unless this process already has exactly them. Every
 figure a command reports carries the level in use and ATen's capability (``isa_fields``).
 """
 
@@ -20,7 +20,7 @@ import typer
 
 from cnnc.cli.app import stderr, usage_error
 from runtime.errors import ConfigError
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 
 ATEN_ENV, ONEDNN_ENV = isa.ATEN_ENV, isa.ONEDNN_ENV
 # Every variable that caps an instruction set; --isa sets or clears each of them.

@@ -1,23 +1,32 @@
-"""Custom kernels for any ``nn.Module``: the fused conv2d + bias + ReLU op and its module swap.
+"""Custom kernels for any ``nn.Module``, in two families, and the gate that trusts them.
 
-Importing this package registers ``torch.ops.cnnc_runtime.conv2d_relu`` (and its backward
-op). The Triton kernels are imported lazily, on the first CUDA call, or directly from
-``runtime.kernels.conv_relu_triton`` / ``conv_relu_triton_bwd`` (under ``TRITON_INTERPRET=1``
-they also run on CPU tensors).
+- ``runtime.kernels.triton``: the fused conv2d + bias + ReLU custom op
+  (``torch.ops.cnnc_runtime.conv2d_relu`` and its backward op), Triton kernels on CUDA
+  (under ``TRITON_INTERPRET=1`` they also run on CPU tensors), and the pass that fuses
+  conv+ReLU pairs of a model into it (``fuse_conv_relu``).
+- ``runtime.kernels.cpu``: cnnc's C++ CPU kernels (2x2 max-pooling, batch norm, dropout
+  masks, bf16 3x3 convolutions), built on the user's machine by ``cpu.extension`` and run
+  at the ISA level ``cpu.isa`` picks, each wrapped as a custom op or module.
+
+Both families share ``conv_args`` (a conv's hyper-parameters as a kernel sees them) and
+``parity`` (a kernel runs only where it matched ATen on this machine). Importing this
+package registers the conv+ReLU ops; the Triton kernels are imported on the first CUDA call,
+the C++ kernels are built on first use.
 """
 
 from runtime.kernels.conv_args import ConvArgs, conv_args_from_module
-from runtime.kernels.conv_relu_op import conv2d_relu
-from runtime.kernels.fuse import FusedConv2dReLU, FusionRecord, fuse_conv_relu
-from runtime.kernels.parity import ensure_trusted, parity_mismatch
+from runtime.kernels.parity import CONV_RELU, mismatch, trusted
+from runtime.kernels.triton.fuse import FusedConv2dReLU, FusionRecord, fuse_conv_relu
+from runtime.kernels.triton.op import conv2d_relu
 
 __all__ = [
+    "CONV_RELU",
     "ConvArgs",
     "FusedConv2dReLU",
     "FusionRecord",
     "conv2d_relu",
     "conv_args_from_module",
-    "ensure_trusted",
     "fuse_conv_relu",
-    "parity_mismatch",
+    "mismatch",
+    "trusted",
 ]

@@ -1,10 +1,9 @@
-"""Conv2d hyper-parameters as the fused conv+ReLU op sees them.
+"""Conv2d hyper-parameters as the kernels see them, shared by both kernel families.
 
-This file owns the integer arithmetic every part of ``runtime.kernels`` shares: turning an
-``nn.Conv2d``'s ``stride``/``padding``/``dilation`` into explicit pairs (or a reason why the
-fused op cannot take that conv), the output shape (PyTorch floor semantics), and the output
-memory format, which the Triton launchers, the CPU implementation and the fake
-implementation must agree on.
+This file owns turning an ``nn.Conv2d``'s ``stride``/``padding``/``dilation`` into explicit
+pairs (or a reason why a kernel cannot take that conv), the output shape of a batched
+conv2d (its arithmetic is ``runtime.geometry``'s), and the output memory format, which the
+Triton launchers, the CPU implementation and the fake implementations must agree on.
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from runtime.geometry import output_hw, pair, same_padding
 
 Pair = tuple[int, int]
 
@@ -36,22 +37,15 @@ class ConvArgs:
         return list(self.stride), list(self.padding), list(self.dilation)
 
 
-def _pair(value: int | tuple[int, ...] | list[int]) -> Pair:
-    if isinstance(value, int):
-        return (value, value)
-    if len(value) == 1:
-        return (value[0], value[0])
-    return (value[0], value[1])
-
-
 def _same_padding(conv: nn.Conv2d) -> Pair | str:
     """Symmetric padding equal to ``padding="same"``, or why there is none."""
     pads: list[int] = []
-    for kernel, dilation in zip(conv.kernel_size, _pair(conv.dilation), strict=True):
-        total = dilation * (kernel - 1)
-        if total % 2:
+    for kernel, dilation in zip(conv.kernel_size, pair(conv.dilation), strict=True):
+        before, after = same_padding(kernel, dilation)
+        if before != after:
+            total = before + after
             return f"padding='same' needs asymmetric padding (total {total}) for this kernel"
-        pads.append(total // 2)
+        pads.append(before)
     return (pads[0], pads[1])
 
 
@@ -77,10 +71,10 @@ def conv_args_from_module(conv: nn.Conv2d) -> ConvArgs | str:
     elif isinstance(conv.padding, str):
         padding = f"padding={conv.padding!r} is not a recognised padding string"
     else:
-        padding = _pair(conv.padding)
+        padding = pair(conv.padding)
     if isinstance(padding, str):
         return padding
-    return ConvArgs(stride=_pair(conv.stride), padding=padding, dilation=_pair(conv.dilation))
+    return ConvArgs(stride=pair(conv.stride), padding=padding, dilation=pair(conv.dilation))
 
 
 def conv2d_output_shape(
@@ -101,8 +95,7 @@ def conv2d_output_shape(
     """
     n, _, h, w = x_shape
     k, _, kh, kw = w_shape
-    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    oh, ow = output_hw(h, w, (kh, kw), pair(stride), pair(padding), pair(dilation))
     return (n, k, oh, ow)
 
 

@@ -1,27 +1,39 @@
-"""Parity check before trust: the fused conv+ReLU op runs only where it matched aten.
+"""The parity gate: a kernel runs only where it matched ATen on this machine.
 
-This file owns the decision "may ``cnnc_runtime::conv2d_relu`` replace
-``F.relu(F.conv2d(...))`` on this (device, dtype)?". ``ensure_trusted`` runs the op once on
-a small representative case (3x3 with padding in NCHW, 5x5 stride 2 in channels-last, one
-case without bias), compares the output and the input, weight and bias gradients with
-aten's unfused path on the same device, caches the verdict per (device, dtype), and logs
-why when it refuses. The error metric and per-dtype tolerances live here too, so the
-kernel tests judge with the same yardstick.
+This file owns the decision "may this kernel replace ATen here?" for both kernel families,
+checked once per process and cached, with the reason logged at WARNING on the
+``runtime.kernels`` logger when the answer is no (callers then run ATen):
+
+- ``conv2d_relu`` (the Triton family's custom op): per (device, dtype), a few small convs
+  (3x3 with padding in NCHW, 5x5 stride 2 in channels-last, one without bias) run fused and
+  unfused; the output and the input, weight and bias gradients must agree within
+  ``TOLERANCES[dtype]``. The error metric and tolerances are the kernel tests' yardstick too.
+- cnnc's C++ CPU kernels: compiled on the user's machine, so re-checked there at the ISA
+  level in use (each level runs another code path), in each layout and dtype they run,
+  forward and backward. Pooling must agree bit for bit; batch norm within tolerance; the
+  bf16 convolution kernels (forward, input and weight gradients) within bf16 rounding.
+
+``CHECKS`` names every gated kernel; ``trusted`` is the one entry point.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from runtime.kernels.conv_relu_op import conv2d_relu
+from runtime.geometry import output_hw
+from runtime.kernels.cpu import isa
+from runtime.kernels.triton.op import conv2d_relu
 
 LOG = logging.getLogger("runtime.kernels")
+CONV_RELU = "conv2d_relu"
 
 # max |fused - reference| / max |reference|. fp32 allows for TF32 on CUDA (10-bit mantissa,
 # cuDNN's default for convolutions); fp16/bf16 allow ~10 and ~5 roundings to 11 and 8 bits.
@@ -32,7 +44,12 @@ TOLERANCES: dict[torch.dtype, float] = {
     torch.bfloat16: 2e-2,
 }
 
-_verdicts: dict[tuple[str, int | None, torch.dtype], bool] = {}
+Check = Callable[[torch.device, torch.dtype], "str | None"]
+Key = tuple[str, str, "int | None", "torch.dtype | None", str]
+_verdicts: dict[Key, bool] = {}
+
+
+# ---- the fused conv2d + ReLU op: one (device, dtype) per check ------------------------------
 
 
 @dataclass(frozen=True)
@@ -86,17 +103,8 @@ def _outputs_and_grads(leaves: list[Tensor], case: ParityCase, fused: bool) -> l
     return [y.detach(), *grads]
 
 
-def parity_mismatch(device: torch.device, dtype: torch.dtype) -> str | None:
-    """Run every ``PARITY_CASES`` case fused and unfused; describe the first mismatch.
-
-    Args:
-        device: where both paths run.
-        dtype: the parameters' and inputs' dtype.
-
-    Returns:
-        None when every output and gradient is within ``TOLERANCES[dtype]``, otherwise a
-        one-line description of what differed (or of the exception the fused op raised).
-    """
+def _conv_relu_mismatch(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Every ``PARITY_CASES`` case fused and unfused, within ``TOLERANCES[dtype]``."""
     tolerance = TOLERANCES.get(dtype)
     if tolerance is None:
         return f"no parity tolerance for dtype {dtype}"
@@ -114,6 +122,122 @@ def parity_mismatch(device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 
 
+# ---- cnnc's C++ CPU kernels: every dtype and layout they run, at the ISA level in use ----------
+
+
+def _pool_mismatch(dtype: torch.dtype, channels_last: bool) -> str | None:
+    from runtime.kernels.cpu.pool import fused_maxpool2x2
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 7, 9, generator=generator).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    expected = F.max_pool2d(F.relu(x), 2)
+    got = fused_maxpool2x2(x, True)
+    grad = torch.randn(expected.shape, generator=generator).to(dtype)
+    (want,) = torch.autograd.grad(expected, x, grad)
+    (have,) = torch.autograd.grad(got, x, grad)
+    if not torch.equal(got, expected) or not torch.equal(have, want):
+        return f"fused max-pooling differs from ATen ({dtype}, channels_last={channels_last})"
+    return None
+
+
+def _batchnorm_mismatch(dtype: torch.dtype, channels_last: bool) -> str | None:
+    from runtime.kernels.cpu.batchnorm import FusedBatchNorm2d
+
+    torch.manual_seed(0)
+    reference = nn.BatchNorm2d(6)
+    fused = FusedBatchNorm2d.from_module(nn.BatchNorm2d(6), relu=True)
+    x = torch.randn(4, 6, 5, 5).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    residual = torch.randn_like(x)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    for with_residual in (False, True):
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        if with_residual:  # relu(bn(x) + r), the end of a residual block
+            expected, got = F.relu(reference(x1) + residual), fused(x2, residual)
+        else:
+            expected, got = F.relu(reference(x1)), fused(x2)
+        grad = torch.randn_like(expected)
+        (want,) = torch.autograd.grad(expected, x1, grad)
+        (have,) = torch.autograd.grad(got, x2, grad)
+        close = torch.allclose(got.float(), expected.float(), atol=tol, rtol=tol)
+        close = close and torch.allclose(have.float(), want.float(), atol=tol, rtol=tol)
+        if not close:
+            kind = "batch norm + add + ReLU" if with_residual else "batch norm"
+            return f"fused {kind} differs from ATen ({dtype}, channels_last={channels_last})"
+    return None
+
+
+def _conv3x3_mismatch(_device: torch.device, _dtype: torch.dtype) -> str | None:
+    from runtime.kernels.cpu.conv3x3 import conv3x3, weight_grad
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(16, 16, 3, 3, generator=generator).bfloat16()
+    bias = torch.randn(16, generator=generator).bfloat16()
+    for stride in (1, 2):
+        x = torch.randn(3, 16, 7, 6, generator=generator).bfloat16()
+        oh, ow = output_hw(7, 6, kernel=(3, 3), stride=(stride, stride), padding=(1, 1))
+        grad = torch.randn(3, 16, oh, ow, generator=generator).bfloat16()
+        want = torch.ops.aten.convolution_backward(
+            grad.float(), x.float(), weight.float(), None, [stride] * 2, [1, 1],
+            [1, 1], False, [0, 0], 1, [True, True, False],
+        )  # fmt: skip
+        checks = [("weight gradient", weight_grad(x, grad, stride), want[1])]
+        y = F.conv2d(x.float(), weight.float(), bias.float(), stride, 1)
+        checks.append(("forward", conv3x3(x, weight, bias, stride), y))
+        dx = conv3x3(grad, weight, None, stride, True, (7, 6))
+        checks.append(("input gradient", dx, want[0]))
+        for what, got, expected in checks:
+            if not torch.allclose(got.float(), expected, rtol=2**-8, atol=1e-3):
+                return f"the bf16 convolution {what} differs from ATen (stride {stride})"
+    return None
+
+
+def _each_layout(
+    check: Callable[[torch.dtype, bool], str | None], _device: torch.device, _dtype: torch.dtype
+) -> str | None:
+    """``check`` in each dtype and memory format the CPU kernels run (any device asked)."""
+    for dtype in (torch.float32, torch.bfloat16):
+        for channels_last in (False, True):
+            problem = check(dtype, channels_last)
+            if problem is not None:
+                return problem
+    return None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gated kernel: its check, and whether a verdict holds per (device, dtype) or, for
+    the C++ CPU kernels (whose check covers every dtype), per ISA level."""
+
+    check: Check
+    per_isa_level: bool = False
+
+
+# kernel -> its gate; the two convolution kernels of the CPU family are checked together
+CHECKS: dict[str, Gate] = {
+    CONV_RELU: Gate(_conv_relu_mismatch),
+    "pool2x2": Gate(functools.partial(_each_layout, _pool_mismatch), per_isa_level=True),
+    "batchnorm": Gate(functools.partial(_each_layout, _batchnorm_mismatch), per_isa_level=True),
+    "conv3x3": Gate(_conv3x3_mismatch, per_isa_level=True),
+}
+
+
+def mismatch(
+    kernel: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> str | None:
+    """Run ``kernel``'s check now, uncached.
+
+    Returns:
+        None when the kernel matches ATen, otherwise a one-line description of what differed
+        (or of the exception the kernel raised).
+    """
+    return CHECKS[kernel].check(torch.device(device), dtype)
+
+
 def _autocast_disabled(device_type: str) -> contextlib.AbstractContextManager[object]:
     """Autocast off while comparing, so both paths run in the dtype under test."""
     if torch.amp.is_autocast_available(device_type):
@@ -121,49 +245,65 @@ def _autocast_disabled(device_type: str) -> contextlib.AbstractContextManager[ob
     return contextlib.nullcontext()
 
 
-def _key(device: torch.device, dtype: torch.dtype) -> tuple[str, int | None, torch.dtype]:
+def _key(kernel: str, device: torch.device, dtype: torch.dtype) -> Key:
+    if CHECKS[kernel].per_isa_level:
+        return (kernel, "cpu", None, None, isa.level())
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    return (device.type, device.index, dtype)
+    return (kernel, device.type, device.index, dtype, "")
 
 
-def ensure_trusted(device: torch.device | str, dtype: torch.dtype) -> bool:
-    """Whether the fused op may run on ``device`` with ``dtype``; checks once, then cached.
+def trusted(
+    kernels: Iterable[str],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> bool:
+    """Whether every gated kernel of ``kernels`` may run; each is checked once, then cached.
 
-    On a mismatch the verdict is False, the reason is logged at WARNING on the
-    ``runtime.kernels`` logger, and callers use ``F.relu(F.conv2d(...))`` instead.
+    Names ``CHECKS`` does not hold (kernels without a gate) are skipped. On a mismatch the
+    verdict is False and the reason is logged at WARNING on ``runtime.kernels``.
 
     Args:
-        device: the device the op would run on.
-        dtype: the dtype it would run in.
+        kernels: kernel names, e.g. ``["pool2x2", "batchnorm"]`` or ``[CONV_RELU]``.
+        device: the device the kernels would run on (the CPU kernels' is the CPU).
+        dtype: the dtype they would run in (the CPU kernels' checks cover every dtype).
     """
-    key = _key(torch.device(device), dtype)
+    device = torch.device(device)
+    return all(_verdict(name, device, dtype) for name in sorted(set(kernels) & set(CHECKS)))
+
+
+def _verdict(kernel: str, device: torch.device, dtype: torch.dtype) -> bool:
+    key = _key(kernel, device, dtype)
     if key not in _verdicts:
-        with torch.inference_mode(False), torch.enable_grad(), _autocast_disabled(key[0]):
-            reason = parity_mismatch(torch.device(device), dtype)
+        with torch.inference_mode(False), torch.enable_grad(), _autocast_disabled(device.type):
+            reason = mismatch(kernel, device, dtype)
         if reason is not None:
-            LOG.warning(
-                "conv2d_relu is not trusted on %s/%s, using conv2d + relu: %s",
-                device,
-                dtype,
-                reason,
-            )
+            where = f" (ISA level {key[4]})" if key[4] else f" on {device}/{dtype}"
+            LOG.warning("%s is not trusted%s: %s; ATen runs instead", kernel, where, reason)
         _verdicts[key] = reason is None
     return _verdicts[key]
 
 
-def cached_verdict(device: torch.device, dtype: torch.dtype) -> bool:
+def cached_verdict(kernel: str, device: torch.device, dtype: torch.dtype) -> bool:
     """The cached verdict without running a check: False when none was recorded.
 
     Safe inside torch.compile tracing, where the check itself must not run.
     """
-    return _verdicts.get(_key(device, dtype), False)
+    return _verdicts.get(_key(kernel, device, dtype), False)
 
 
-def set_verdict(device: torch.device | str, dtype: torch.dtype, trusted: bool | None) -> None:
+def set_verdict(
+    kernel: str, device: torch.device | str, dtype: torch.dtype, verdict: bool | None
+) -> None:
     """Record a verdict by hand, or forget it with ``None`` so the next call re-checks."""
-    key = _key(torch.device(device), dtype)
-    if trusted is None:
+    key = _key(kernel, torch.device(device), dtype)
+    if verdict is None:
         _verdicts.pop(key, None)
     else:
-        _verdicts[key] = trusted
+        _verdicts[key] = verdict
+
+
+def forget() -> None:
+    """Forget every verdict: the next ``trusted`` call checks again (for tests that swap a
+    kernel)."""
+    _verdicts.clear()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 from runtime.optimize import registry
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
 

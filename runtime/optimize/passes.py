@@ -99,7 +99,7 @@ def autocast(prepared: Prepared) -> Iterator[None]:
 @contextlib.contextmanager
 def caching_memory(prepared: Prepared) -> Iterator[None]:
     """cnnc's caching CPU allocator around the whole step."""
-    from runtime.kernels.memory import caching_allocator
+    from runtime.memory import caching_allocator
 
     with caching_allocator():
         yield
@@ -107,7 +107,7 @@ def caching_memory(prepared: Prepared) -> Iterator[None]:
 
 def cpu_kernels_needed(config: OptimizeConfig, device: torch.device, training: bool) -> list[str]:
     """The C++ kernels ``cpu_kernels`` runs in this configuration."""
-    from runtime.kernels import conv3x3
+    from runtime.kernels.cpu import conv3x3
 
     names = ["pool2x2", "batchnorm"] + (["dropout"] if training else [])
     if training and config.amp == "bf16" and conv3x3.pays_here():
@@ -120,7 +120,7 @@ def cache_memory_needed(config: OptimizeConfig, device: torch.device, training: 
 
 
 def cache_memory_gate(preparing: Preparing) -> str | None:
-    from runtime.kernels import memory
+    from runtime import memory
 
     if not memory.available():
         return "the allocator extension is not available (see the log)"
@@ -130,8 +130,9 @@ def cache_memory_gate(preparing: Preparing) -> str | None:
 
 def cpu_kernels_gate(preparing: Preparing) -> str | None:
     """Built, vectorized at this ISA level, and equal to ATen's results here."""
-    from runtime.kernels import cpu_ext, isa
-    from runtime.kernels.cpu_parity import trusted
+    from runtime.kernels.cpu import extension as cpu_ext
+    from runtime.kernels.cpu import isa
+    from runtime.kernels.parity import trusted
 
     core = ("pool2x2", "batchnorm")
     if any(cpu_ext.load(name) is None for name in core):

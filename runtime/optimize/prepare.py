@@ -138,7 +138,7 @@ def prepare(
     check(config, device)
     kernels = kernels_needed(config, device, training)
     if kernels:  # the kernels this configuration runs, built at once (in parallel) if new
-        from runtime.kernels import cpu_ext
+        from runtime.kernels.cpu import extension as cpu_ext
 
         cpu_ext.build(kernels, why=f"used by the {config.name} configuration")
     preparing = passes.Preparing(config, device, training, kernels)

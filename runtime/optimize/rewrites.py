@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from runtime.kernels.triton.fuse import fuse_conv_relu_nodes
+
 log = logging.getLogger("runtime.optimize")
 
 _RELU_FUNCTIONS: tuple[Callable[..., Any], ...] = (F.relu, torch.relu, torch.relu_)
@@ -206,7 +208,7 @@ def _is_pool2x2(graph_module: fx.GraphModule, node: fx.Node) -> bool:
 
 def fuse_relu_maxpool(graph_module: fx.GraphModule) -> int:
     """Replace 2x2 max-pooling, and a ReLU right before or after it, by the fused kernel."""
-    from runtime.kernels.pool import fused_maxpool2x2
+    from runtime.kernels.cpu.pool import fused_maxpool2x2
 
     graph = graph_module.graph
     count = 0
@@ -240,7 +242,7 @@ def fuse_batchnorm(graph_module: fx.GraphModule) -> int:
     under the same name and shares its Parameters and buffers, so the state_dict keeps its
     keys and values.
     """
-    from runtime.kernels.batchnorm import FusedBatchNorm2d
+    from runtime.kernels.cpu.batchnorm import FusedBatchNorm2d
 
     graph = graph_module.graph
     count = 0
@@ -269,7 +271,7 @@ def conv_kernels(graph_module: fx.GraphModule) -> int:
     Parameters; it uses the kernels only for bf16 CPU training steps, so nothing changes
     elsewhere. None is swapped where they do not pay (``conv3x3.pays_here``).
     """
-    from runtime.kernels.conv3x3 import KernelConv2d, eligible, kernel_available
+    from runtime.kernels.cpu.conv3x3 import KernelConv2d, eligible, kernel_available
 
     if not kernel_available():
         return 0
@@ -288,7 +290,7 @@ def fast_dropout(graph_module: fx.GraphModule) -> int:
     ``FastDropout`` takes the module's place under the same name (it has no state); None is
     swapped when the kernel is not built.
     """
-    from runtime.kernels.dropout import FastDropout, kernel_available
+    from runtime.kernels.cpu.dropout import FastDropout, kernel_available
 
     if not kernel_available():
         return 0
@@ -338,32 +340,6 @@ def drop_dropout(graph_module: fx.GraphModule) -> int:
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
             count += 1
-    return count
-
-
-def fuse_conv_relu_nodes(graph_module: fx.GraphModule) -> int:
-    """``relu(conv(x))`` → one ``FusedConv2dReLU`` (the fused custom op); returns how many.
-
-    Convs the op cannot express are left alone (``runtime.kernels.fuse`` logs why).
-    """
-    from runtime.kernels.fuse import FusedConv2dReLU, decline_reason
-
-    graph = graph_module.graph
-    count = 0
-    for conv_node in list(graph.nodes):
-        conv = _module(graph_module, conv_node)
-        if not isinstance(conv, nn.Conv2d) or len(conv_node.users) != 1:
-            continue
-        relu_node = next(iter(conv_node.users))
-        if not _is_relu(graph_module, relu_node):
-            continue
-        relu = _module(graph_module, relu_node) or nn.ReLU()
-        if decline_reason(conv, relu) is not None:
-            continue
-        graph_module.add_submodule(str(conv_node.target), FusedConv2dReLU(conv))
-        relu_node.replace_all_uses_with(conv_node)
-        graph.erase_node(relu_node)
-        count += 1
     return count
 
 

@@ -408,6 +408,6 @@ def fit(
     finally:
         teardown(context, clean=clean)
         if optimize.cache_memory:
-            from runtime.kernels.memory import empty_cache
+            from runtime.memory import empty_cache
 
             empty_cache()  # the step's cached buffers are no use after training

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 from tests.runtime.kernel_levels import LEVELS
 
 

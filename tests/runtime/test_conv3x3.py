@@ -15,9 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.kernels import conv3x3 as kernels
-from runtime.kernels import cpu_ext, cpu_parity
-from runtime.kernels.conv3x3 import KernelConv2d, conv3x3, eligible, kernel_available, weight_grad
+from runtime.kernels import parity
+from runtime.kernels.cpu import conv3x3 as kernels
+from runtime.kernels.cpu import extension as cpu_ext
+from runtime.kernels.cpu.conv3x3 import (
+    KernelConv2d,
+    conv3x3,
+    eligible,
+    kernel_available,
+    weight_grad,
+)
 from runtime.optimize import rewrites
 from tests.runtime.kernel_levels import BUILT, expected_path
 
@@ -429,12 +436,12 @@ def test_a_wrong_kernel_is_declined_with_a_logged_reason(
 ) -> None:
     right = getattr(kernels, kernel)
     monkeypatch.setattr(kernels, kernel, lambda *args: right(*args) * 1.01)
-    cpu_parity.forget()
+    parity.forget()
     try:
-        assert not cpu_parity.trusted(["conv3x3"])
+        assert not parity.trusted(["conv3x3"])
     finally:
         monkeypatch.undo()
-        cpu_parity.forget()
+        parity.forget()
     assert f"(ISA level {level}): the bf16 convolution {what} differs from ATen (stride 1)" in (
         caplog.text
     )

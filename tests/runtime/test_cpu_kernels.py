@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.kernels import batchnorm, cpu_ext, cpu_parity, pool
-from runtime.kernels.batchnorm import FusedBatchNorm2d, batch_norm_add_relu, batch_norm_relu
-from runtime.kernels.pool import fused_maxpool2x2, maxpool2x2
+from runtime.kernels import parity
+from runtime.kernels.cpu import batchnorm, pool
+from runtime.kernels.cpu import extension as cpu_ext
+from runtime.kernels.cpu.batchnorm import FusedBatchNorm2d, batch_norm_add_relu, batch_norm_relu
+from runtime.kernels.cpu.pool import fused_maxpool2x2, maxpool2x2
 from runtime.optimize.config import OptimizeConfig
 from runtime.optimize.prepare import prepare
 from tests.runtime.kernel_levels import BUILT, VECTOR_PATHS, expected_path, vectorized_at
@@ -251,8 +253,8 @@ def test_batchnorm_op_passes_opcheck() -> None:
 
 
 def test_parity_check_trusts_the_kernels_here(level: str) -> None:
-    cpu_parity.forget()
-    assert cpu_parity.trusted(cpu_parity.CHECKS)
+    parity.forget()
+    assert parity.trusted(parity.CHECKS)
 
 
 def test_a_wrong_kernel_is_declined_with_a_logged_reason(
@@ -262,7 +264,7 @@ def test_a_wrong_kernel_is_declined_with_a_logged_reason(
         return F.max_pool2d(x, 2) * 1.001  # a kernel that is subtly off
 
     monkeypatch.setattr(pool, "fused_maxpool2x2", wrong)
-    cpu_parity.forget()
+    parity.forget()
     try:
         prepared = prepare(
             nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2)),
@@ -271,7 +273,7 @@ def test_a_wrong_kernel_is_declined_with_a_logged_reason(
         )
     finally:
         monkeypatch.undo()
-        cpu_parity.forget()
+        parity.forget()
     if not vectorized_at(level):  # declined before the parity check: no vector path here
         assert any(f"no vector path at ISA level {level}" in n for n in prepared.notes)
         return

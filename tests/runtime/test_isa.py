@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from runtime.errors import ConfigError
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 
 AVX2_ONLY = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c"})
 ZEN4 = AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"}

@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from runtime.kernels import FusedConv2dReLU, conv_args_from_module, fuse, fuse_conv_relu, parity
+from runtime.kernels import CONV_RELU, FusedConv2dReLU, conv_args_from_module, parity
 from runtime.kernels.conv_args import ConvArgs
+from runtime.kernels.triton import fuse
+from runtime.kernels.triton.fuse import fuse_conv_relu
 
 CPU = torch.device("cpu")
 
@@ -25,9 +27,9 @@ CPU = torch.device("cpu")
 @pytest.fixture(autouse=True)
 def _fresh_verdict() -> Iterator[None]:
     """Each test starts and ends without a cached fp32 CPU verdict."""
-    parity.set_verdict(CPU, torch.float32, None)
+    parity.set_verdict(CONV_RELU, CPU, torch.float32, None)
     yield
-    parity.set_verdict(CPU, torch.float32, None)
+    parity.set_verdict(CONV_RELU, CPU, torch.float32, None)
 
 
 class TaggedConv(nn.Conv2d):
@@ -66,10 +68,10 @@ def test_fuse_replaces_pairs_and_keeps_outputs_gradients_and_state_dict() -> Non
     fused, records = fuse_conv_relu(model)
 
     assert fused is model
-    assert [str(r) for r in records if r.fused] == [
+    assert [str(r) for r in records if r.fused] == [  # in execution order
         "0 + 1: fused",
-        "3.9 + 3.10: fused",
         "3.0.0 + 3.0.1: fused",
+        "3.9 + 3.10: fused",
     ]
     assert isinstance(model[0], FusedConv2dReLU) and isinstance(model[1], nn.Identity)
     after = model.state_dict()
@@ -160,7 +162,7 @@ def test_mismatching_op_is_not_trusted_and_module_falls_back(
         module = FusedConv2dReLU(conv)
         out = module(x)
 
-    assert not parity.ensure_trusted(CPU, torch.float32)
+    assert not parity.trusted([CONV_RELU], CPU, torch.float32)
     assert "conv2d_relu is not trusted on cpu/torch.float32" in caplog.text
     assert "output relative error" in caplog.text
     torch.testing.assert_close(out, F.relu(conv(x)))
@@ -172,17 +174,17 @@ def test_op_that_raises_is_not_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(parity, "conv2d_relu", raising)
 
-    reason = parity.parity_mismatch(CPU, torch.float32)
+    reason = parity.mismatch(CONV_RELU, CPU, torch.float32)
 
     assert reason is not None and "raised RuntimeError: kernel launch failed" in reason
-    assert not parity.ensure_trusted(CPU, torch.float32)
+    assert not parity.trusted([CONV_RELU], CPU, torch.float32)
 
 
 def test_cpu_op_is_trusted_and_verdict_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     with torch.inference_mode():
-        assert parity.ensure_trusted("cpu", torch.float32)
-    monkeypatch.setattr(parity, "parity_mismatch", lambda *_: "must not run again")
-    assert parity.ensure_trusted(CPU, torch.float32)
+        assert parity.trusted([CONV_RELU], "cpu", torch.float32)
+    monkeypatch.setattr(parity, "mismatch", lambda *_: "must not run again")
+    assert parity.trusted([CONV_RELU], CPU, torch.float32)
 
 
 def test_autocast_runs_the_fused_op_in_the_autocast_dtype() -> None:
@@ -200,7 +202,7 @@ def test_autocast_runs_the_fused_op_in_the_autocast_dtype() -> None:
 
 def test_compile_without_a_cached_verdict_uses_the_unfused_path() -> None:
     module = FusedConv2dReLU(nn.Conv2d(3, 4, 3))
-    parity.set_verdict(CPU, torch.float32, None)
+    parity.set_verdict(CONV_RELU, CPU, torch.float32, None)
     x = torch.randn(1, 3, 6, 6)
     graphs: list[torch.fx.GraphModule] = []
 
@@ -225,7 +227,7 @@ def test_construction_checks_trust_so_export_keeps_the_op() -> None:
 
 
 def test_construction_on_the_meta_device_runs_no_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parity, "parity_mismatch", lambda *_: "must not run")
+    monkeypatch.setattr(parity, "mismatch", lambda *_: "must not run")
 
     module = FusedConv2dReLU(nn.Conv2d(3, 4, 3, device="meta"))
 

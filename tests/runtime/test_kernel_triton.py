@@ -15,9 +15,9 @@ import torch.nn.functional as F
 import triton
 from torch import Tensor
 
-from runtime.kernels import conv_relu_triton_bwd as bwd
-from runtime.kernels.conv_relu_triton import FWD_GPU_CONFIGS, INTERPRETING, triton_conv2d_relu
-from runtime.kernels.parity import TOLERANCES, ensure_trusted, max_relative_error
+from runtime.kernels.parity import CONV_RELU, TOLERANCES, max_relative_error, trusted
+from runtime.kernels.triton import backward as bwd
+from runtime.kernels.triton.forward import FWD_GPU_CONFIGS, INTERPRETING, triton_conv2d_relu
 
 DEVICE = torch.device("cpu" if INTERPRETING else "cuda")
 if not INTERPRETING and not torch.cuda.is_available():
@@ -244,4 +244,4 @@ def test_every_autotune_config_matches_cudnn(
 @requires_cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
 def test_parity_check_trusts_the_cuda_kernels(dtype: torch.dtype) -> None:
-    assert ensure_trusted(torch.device("cuda"), dtype)
+    assert trusted([CONV_RELU], torch.device("cuda"), dtype)

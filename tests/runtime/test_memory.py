@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnc
+from runtime import memory
 from runtime.errors import ConfigError
-from runtime.kernels import memory
 from runtime.optimize import registry
 from runtime.optimize.config import OptimizeConfig
 from runtime.optimize.passes import Preparing

@@ -15,7 +15,7 @@ import cnnc
 from runtime import autotune
 from runtime.benchmark import Measurement, Schedule, Workload
 from runtime.errors import ConfigError
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 from runtime.optimize import candidates
 from runtime.optimize.config import EAGER, OptimizeConfig
 from runtime.optimize.prepare import Prepared, prepare

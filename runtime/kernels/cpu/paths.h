@@ -10,7 +10,7 @@
 // CNNC_AVX512 and CNNC_AVX512_BF16 say which path is being compiled.
 //
 // One build thus serves every CPU. `use(path)` (Python calls it for the level in use, see
-// runtime/kernels/isa.py) selects the path the entry points run, and refuses one this
+// runtime/kernels/cpu/isa.py) selects the path the entry points run, and refuses one this
 // build or this CPU lacks; CNNC_DISPATCH(fn, args...) calls the selected path's `fn`.
 // Everything here has internal linkage: each extension keeps its own selection.
 

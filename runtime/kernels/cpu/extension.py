@@ -1,4 +1,5 @@
-"""Building and loading cnnc's C++ CPU kernels (``runtime/kernels/cpu/*.cpp``).
+"""Building and loading cnnc's C++ CPU extensions (``runtime/kernels/cpu/*.cpp`` and the
+allocator of ``runtime/memory/allocator.cpp``).
 
 Each kernel is compiled on its first use on a machine, with torch's own extension builder
 (the C++ toolchain torch.compile's CPU backend needs too), and cached by torch under
@@ -8,7 +9,7 @@ core). Before a build starts, one line on the ``runtime.kernels.build`` logger s
 built, why and about how long it takes; a line per finished kernel follows.
 
 One build serves every CPU: a kernel holds a scalar code path and its vector paths (see
-``cpu/paths.h``), and runs the best one at or below the level in use (``runtime.kernels.isa``,
+``cpu/paths.h``), and runs the best one at or below the level in use (``runtime.kernels.cpu.isa``,
 capped by ``$CNNC_CPU_ISA``). Without a C++ compiler, or when a build fails, the loader says
 why once and returns None, and every user of a kernel falls back to ATen.
 """
@@ -29,13 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from runtime.kernels import isa
+from runtime.kernels.cpu import isa
 
 log = logging.getLogger("runtime.kernels")
 build_log = logging.getLogger("runtime.kernels.build")
 
-SOURCES = Path(__file__).resolve().parent / "cpu"
-KERNELS = tuple(sorted(path.stem for path in SOURCES.glob("*.cpp")))
+SOURCES = Path(__file__).resolve().parent  # the kernels' .cpp files and shared headers
+# extension name -> its .cpp: the kernels here, and the allocator beside runtime.memory
+_CPP = {path.stem: path for path in SOURCES.glob("*.cpp")} | {
+    "allocator": SOURCES.parents[1] / "memory" / "allocator.cpp"
+}
+KERNELS = tuple(sorted(_CPP))
 DEFAULT_BUILD_S = 45.0  # one kernel on one core, when this machine has no record yet
 _TIMES_FILE = "cnnc_build_seconds.json"
 
@@ -56,9 +61,10 @@ def compiler() -> str | None:
 
 @functools.cache
 def source_hash() -> str:
-    """A digest of every kernel source and header: a change builds a fresh extension."""
+    """A digest of every extension source and header: a change builds a fresh extension."""
     digest = hashlib.sha256()
-    for path in sorted(SOURCES.iterdir()):
+    files = [*_CPP.values(), *SOURCES.glob("*.h")]
+    for path in sorted(files, key=lambda path: path.name):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:10]
 
@@ -133,7 +139,7 @@ def _compile(name: str) -> tuple[ModuleType | None, float]:
     try:
         module: ModuleType = cpp_extension.load(
             name=extension_name(name),
-            sources=[str(SOURCES / f"{name}.cpp")],
+            sources=[str(_CPP[name])],
             extra_cflags=compile_flags(),
             extra_include_paths=[str(SOURCES)],
             extra_ldflags=["-fopenmp"],
@@ -204,7 +210,7 @@ def _record_times(times: dict[str, float]) -> None:
 
 
 def load(name: str) -> ModuleType | None:
-    """The compiled extension ``cpu/<name>.cpp`` (built on first use), running its best code
+    """The compiled extension ``<name>.cpp`` (built on first use), running its best code
     path for the level in use; None when it cannot be built (the reason is logged)."""
     module = _modules.get(name)
     if module is None:

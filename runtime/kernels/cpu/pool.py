@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from runtime.kernels.cpu_ext import load, vectorized
+from runtime.geometry import output_hw
+from runtime.kernels.cpu.extension import load, vectorized
 
 NO_GRAD = 4  # window index meaning "the ReLU zeroed this output": no gradient
 
@@ -42,7 +43,8 @@ def maxpool2x2(x: Tensor, relu: bool) -> tuple[Tensor, Tensor]:
 
 @maxpool2x2.register_fake
 def _(x: Tensor, relu: bool) -> tuple[Tensor, Tensor]:
-    shape = (x.shape[0], x.shape[1], x.shape[2] // 2, x.shape[3] // 2)
+    oh, ow = output_hw(x.shape[2], x.shape[3], kernel=(2, 2), stride=(2, 2))
+    shape = (x.shape[0], x.shape[1], oh, ow)
     fmt = _format(x)
     y = x.new_empty(shape).contiguous(memory_format=fmt)
     return y, x.new_empty(shape, dtype=torch.uint8).contiguous(memory_format=fmt)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from types import ModuleType
 
 from runtime.errors import ConfigError
-from runtime.kernels.cpu_ext import load
+from runtime.kernels.cpu.extension import load
 
 LIMIT_ENV = "CNNC_CPU_CACHE_BYTES"
 DEFAULT_LIMIT = 4 << 30

@@ -15,7 +15,7 @@ Three kernels, all in Triton (none goes through aten's ``convolution_backward``)
   as columns, one kernel tap per program on grid axis 1 and the pixel reduction
   ``N * OH * OW`` split over grid axis 2 into fp32 partials (split-K), summed afterwards.
 
-The structure, config lists and ``dot_acc`` helper are shared with ``conv_relu_triton``.
+The structure, config lists and ``dot_acc`` helper are shared with ``runtime.kernels.triton.forward``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from runtime.kernels.conv_args import output_memory_format
-from runtime.kernels.conv_relu_triton import (
+from runtime.kernels.triton.forward import (
     FWD_CONFIGS,
     INTERPRETING,
     Grid,

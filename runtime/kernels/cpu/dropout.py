@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from runtime.kernels.cpu_ext import load, vectorized
+from runtime.kernels.cpu.extension import load, vectorized
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _SEED_BOUND = 2**63 - 1

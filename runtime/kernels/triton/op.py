@@ -5,7 +5,7 @@ custom ops (forward, and a backward op so the backward is opaque to tracing too)
 implementations (shapes from ``conv_args``, so torch.compile and torch.export trace them
 without graph breaks), the autograd formula, and which implementation runs where:
 
-- CUDA tensors: the Triton kernels of ``conv_relu_triton`` / ``conv_relu_triton_bwd`` (forward,
+- CUDA tensors: the Triton kernels of ``triton.forward`` / ``triton.backward`` (forward,
   ReLU mask + bias grad, grad_input and grad_weight all in Triton) for fp32/fp16/bf16; other
   dtypes, or a missing ``triton``, take the aten path with a logged reason.
 - CPU tensors: oneDNN's fused ``mkldnn._convolution_pointwise(..., "relu")`` where it supports
@@ -14,7 +14,7 @@ without graph breaks), the autograd formula, and which implementation runs where
   ``convolution_backward``.
 - Any other device: aten ``conv2d`` + ``relu_``.
 
-Measured on CPU (``python -m runtime.kernels.bench``: 2 AMD EPYC cores, 2 threads, torch
+Measured on CPU (``python -m bench.conv_relu``: 2 AMD EPYC cores, 2 threads, torch
 2.14.1, batch 128, one layer's forward + backward (weight, bias, and the input gradient for
 the second layer), both variants interleaved in one process, median of 21 rounds of 5
 steps, runs kept only when no other process was busy). Time of this op / time of aten
@@ -74,11 +74,11 @@ def log_once(reason: str) -> None:
 def _triton_kernels() -> tuple[ModuleType, ModuleType] | None:
     """The forward and backward Triton modules, or None when triton cannot be imported."""
     try:
-        from runtime.kernels import conv_relu_triton, conv_relu_triton_bwd
+        from runtime.kernels.triton import backward, forward
     except ImportError as error:
         log_once(f"conv2d_relu: triton unavailable ({error}); CUDA tensors use aten")
         return None
-    return conv_relu_triton, conv_relu_triton_bwd
+    return forward, backward
 
 
 def _mkldnn_supports(dtype: torch.dtype) -> bool:

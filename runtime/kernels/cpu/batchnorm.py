@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from runtime.kernels.cpu_ext import load, vectorized
+from runtime.kernels.cpu.extension import load, vectorized
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

@@ -1,10 +1,10 @@
 """Benchmark of ``cnnc_runtime::conv2d_relu`` against aten ``F.relu(F.conv2d(...))``.
 
-This file owns the measurement quoted in ``conv_relu_op``'s docstring: one conv layer's
+This file owns the measurement quoted in ``runtime.kernels.triton.op``'s docstring: one conv layer's
 forward + backward (the weight and bias gradients, and the input gradient where a real net
 needs it), both variants interleaved in one process, alternating which runs first, warm-up
 apart from the timed rounds, medians over rounds. Run it with
-``python -m runtime.kernels.bench [--batch 128] [--rounds 15] [--device cpu] [--threads 2]``.
+``python -m bench.conv_relu [--batch 128] [--rounds 15] [--device cpu] [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from runtime.kernels.conv_relu_op import conv2d_relu
+from runtime.kernels.triton.op import conv2d_relu
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from runtime.kernels import isa
-from runtime.kernels.cpu_ext import load, vectorized
+from runtime.kernels.cpu import isa
+from runtime.kernels.cpu.extension import load, vectorized
 
 SMALL_WEIGHTS = 64 * 64  # in x out channels the direct convolution takes (measured)
 
