@@ -154,9 +154,8 @@ def _dataset_facts(
         return None, None, []
     from runtime.train import prepare_data
 
-    config = compiled.spec.train.to_config()
     try:
-        data = prepare_data(config, compiled.graph.input_shape)
+        data = prepare_data(compiled.spec.train, compiled.graph.input_shape)
     except RuntimeFailure as error:
         note = f"no preprocessing recorded ({error.message.split('. ')[0]})"
         return None, None, [note]

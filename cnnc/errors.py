@@ -11,24 +11,16 @@ Message template: ``<file:line:col> <dotted path>: <what happened>. <expected>. 
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# The runtime owns "did you mean" and dotted paths; cnnc re-exports them for its modules.
+from runtime.errors import did_you_mean as did_you_mean
+from runtime.errors import dotted as dotted
+from runtime.errors import suggest as suggest
+
 PathPart = str | int
 SpecPath = tuple[PathPart, ...]
-
-
-def dotted(path: Sequence[PathPart]) -> str:
-    """Render a spec path the way a reader writes it: ``layers[3].body[0].kernel_size``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
 
 
 @dataclass(frozen=True)
@@ -111,15 +103,3 @@ class ShapeError(CnncError):
 
 class ResourceError(CnncError):
     """The model would need more memory than the configured limit."""
-
-
-def suggest(word: str, choices: Iterable[str]) -> str | None:
-    """The closest choice to ``word``, for "did you mean" hints; ``None`` if nothing is close."""
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """``" Did you mean 'x'?"`` when a close choice exists, else an empty string."""
-    best = suggest(word, choices)
-    return f" Did you mean '{best}'?" if best else ""

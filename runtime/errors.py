@@ -14,7 +14,7 @@ option is to blame. The runtime never imports cnnc; the CLI maps ``field`` to fi
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "ArtifactError",
@@ -24,6 +24,8 @@ __all__ = [
     "RuntimeFailure",
     "TrainingError",
     "did_you_mean",
+    "dotted",
+    "suggest",
 ]
 
 
@@ -79,7 +81,28 @@ class TrainingError(RuntimeFailure):
     """Training cannot go on, e.g. the loss became NaN or infinite."""
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """Returns ``" Did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" Did you mean '{close[0]}'?" if close else ""
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest choice to ``word``, or ``None`` when nothing is close.
+
+    The one "did you mean" of the project: the runtime's options, cnnc's spec keys, layer
+    types, block names and arguments all use it.
+    """
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" Did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
+    best = suggest(word, choices)
+    return f" Did you mean '{best}'?" if best else ""
+
+
+def dotted(path: Sequence[str | int]) -> str:
+    """A path the way a reader writes it: ``('layers', 3, 'kernel_size')`` -> ``layers[3].kernel_size``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out

@@ -6,7 +6,6 @@ rank 0 prints.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -25,7 +24,6 @@ from cnnc.cli.optimize_opts import (
 )
 from cnnc.cli.runtime_errors import runtime_errors
 from cnnc.compiler import Compiled, build, compile_spec
-from cnnc.sections.train import TrainSection
 from runtime.train import evaluate, predict, prepare_data
 from runtime.train.config import TrainConfig
 from runtime.train.metrics import EvalResult
@@ -46,15 +44,14 @@ def is_main_process() -> bool:
 def train_config(
     compiled: Compiled, epochs: int | None = None, batch_size: int | None = None
 ) -> TrainConfig:
-    """The runtime config of the spec's train section (defaults when it has none)."""
-    section = compiled.spec.train or TrainSection()
-    config = section.to_config()
+    """The spec's train section (defaults when it has none) with the command line's overrides."""
+    config = compiled.spec.train or TrainConfig()
     changes: dict[str, Any] = {}
     if epochs is not None:
         changes["epochs"] = epochs
     if batch_size is not None:
         changes["batch_size"] = batch_size
-    return dataclasses.replace(config, **changes) if changes else config
+    return config.with_(**changes) if changes else config
 
 
 @app.command()

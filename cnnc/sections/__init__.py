@@ -1,7 +1,7 @@
 """Optional top-level sections of a spec besides the network itself (e.g. ``train:``).
 
-Each section is a pydantic model that validates its options field by field and converts to
-the runtime's configuration; sections import only pydantic and ``runtime``.
+Each section is a pydantic model that validates its options field by field: ``train:`` is
+the runtime's own ``TrainConfig``; sections import only pydantic and ``runtime``.
 """
 
 from cnnc.sections.train import TrainSection

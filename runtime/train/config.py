@@ -1,284 +1,245 @@
-"""Training configuration: plain dataclasses, one per concern, and their validation.
+"""Training settings: ``TrainConfig`` and its choices, defined once for Python and for specs.
 
 A ``TrainConfig`` says everything ``fit`` needs besides the model: the data, the loss, the
-optimizer, the learning-rate schedule, augmentation and bookkeeping. Names follow torch
-(``lr``, ``momentum``, ``weight_decay``, ``label_smoothing``, ``step_size``, ``eta_min``).
-``validate()`` raises ``ConfigError`` whose ``field`` is the option's dotted path inside the
-spec's ``train:`` section; it checks each option on its own, never against the data (that
-happens once the data is loaded, in ``data.py``).
+optimizer, the learning-rate schedule, augmentation and bookkeeping. Each choice is a union
+of classes named and spelled like torch's (``SGD(lr=0.05, momentum=0.9)``,
+``StepLR(step_size=2, gamma=0.5)``, ``CrossEntropyLoss(label_smoothing=0.1)``)::
+
+    TrainConfig(epochs=5, optimizer=SGD(lr=0.05, momentum=0.9), scheduler="cosine")
+
+Datasets are the classes of ``data_settings`` (``Digits()``, ``CIFAR10(root=...)``).
+A variant without options may be given by name (``loss="nll"``) or as a mapping
+(``optimizer={"type": "sgd", "lr": 0.1}``), as in a spec's ``train:`` section, which cnnc
+validates with these very classes. Every option is checked at construction, on its own
+(``lr > 0``, ``batch_size >= 1``); checks that need the data happen once it is loaded
+(``data.py``). Construction raises pydantic's ``ValidationError``; ``with_`` and
+``validate`` raise ``ConfigError`` whose ``field`` is the option's dotted path
+(``optimizer.lr``). This module imports only pydantic.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from runtime.errors import ConfigError, did_you_mean
+from pydantic import (
+    AfterValidator,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from runtime.errors import did_you_mean
+from runtime.train.data_settings import DatasetConfig, Digits
+from runtime.train.settings import (
+    Bool,
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    Options,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    choice,
+    config_error,
+)
 
 __all__ = [
-    "DATASETS",
-    "LOSSES",
-    "OPTIMIZERS",
-    "SCHEDULERS",
-    "DatasetConfig",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Augment",
+    "ConstantLR",
+    "CosineAnnealingLR",
+    "CrossEntropyLoss",
     "HorizontalFlip",
     "LossConfig",
-    "Normalize",
+    "MSELoss",
+    "NLLLoss",
+    "OneCycleLR",
     "OptimizerConfig",
     "RandomCrop",
     "SchedulerConfig",
+    "StepLR",
     "TrainConfig",
 ]
 
-DATASETS = ("digits", "synthetic", "cifar10", "mnist", "fashion_mnist", "image_folder")
-LOSSES = ("cross_entropy", "mse", "nll")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("constant", "step", "cosine", "onecycle")
-PADDING_MODES = ("constant", "edge", "reflect")
+# -- loss ----------------------------------------------------------------------------------
+
+
+class CrossEntropyLoss(Options):
+    """Cross-entropy on logits (the model's last layer has no softmax)."""
+
+    type: Literal["cross_entropy"] = "cross_entropy"
+    label_smoothing: Probability = 0.0
+
+
+class NLLLoss(Options):
+    """Negative log-likelihood on log-probabilities (the model ends with log_softmax)."""
+
+    type: Literal["nll"] = "nll"
+
+
+class MSELoss(Options):
+    """Mean squared error between the outputs and one-hot labels."""
+
+    type: Literal["mse"] = "mse"
+
+
+LossConfig = Annotated[
+    CrossEntropyLoss | NLLLoss | MSELoss,
+    Field(discriminator="type"),
+    choice("loss", CrossEntropyLoss, NLLLoss, MSELoss),
+]
+
+# -- optimizer -----------------------------------------------------------------------------
+
+
+class SGD(Options):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum."""
+
+    type: Literal["sgd"] = "sgd"
+    lr: PositiveFloat = 1e-3
+    momentum: Fraction = 0.0
+    dampening: Fraction = 0.0
+    weight_decay: NonNegativeFloat = 0.0
+    nesterov: Bool = False
+
+    @field_validator("nesterov")
+    @classmethod
+    def _nesterov_needs_momentum(cls, nesterov: bool, info: ValidationInfo) -> bool:
+        momentum, dampening = info.data.get("momentum", 0.0), info.data.get("dampening", 0.0)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise PydanticCustomError(
+                "nesterov",
+                "nesterov momentum needs momentum > 0 and dampening = 0. Received: "
+                "momentum={momentum}, dampening={dampening}",
+                {"momentum": momentum, "dampening": dampening, "key": "nesterov"},
+            )
+        return nesterov
+
+
+class _Adaptive(Options):
+    lr: PositiveFloat = 1e-3
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+
+
+class Adam(_Adaptive):
+    """Adam (L2 penalty through ``weight_decay``)."""
+
+    type: Literal["adam"] = "adam"
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class AdamW(_Adaptive):
+    """Adam with decoupled weight decay."""
+
+    type: Literal["adamw"] = "adamw"
+    weight_decay: NonNegativeFloat = 0.01
+
+
+OptimizerConfig = Annotated[
+    SGD | Adam | AdamW, Field(discriminator="type"), choice("optimizer", SGD, Adam, AdamW)
+]
+
+# -- learning-rate schedule, stepped once per batch; epoch counts are converted to steps ----
+
+
+class _Warmup(Options):
+    """A linear ramp from ``warmup_start_factor * lr`` over the first ``warmup_epochs``."""
+
+    warmup_epochs: NonNegativeInt = 0
+    warmup_start_factor: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.1
+
+
+class ConstantLR(_Warmup):
+    """The optimizer's lr throughout (after an optional linear warm-up)."""
+
+    type: Literal["constant"] = "constant"
+
+
+class StepLR(_Warmup):
+    """lr times ``gamma`` every ``step_size`` epochs."""
+
+    type: Literal["step"] = "step"
+    step_size: PositiveInt = 1
+    gamma: PositiveFloat = 0.1
+
+
+class CosineAnnealingLR(_Warmup):
+    """Cosine decay from lr to ``eta_min`` over the run."""
+
+    type: Literal["cosine"] = "cosine"
+    eta_min: NonNegativeFloat = 0.0
+
+
+class OneCycleLR(Options):
+    """Up to ``max_lr`` (default: the optimizer's lr) for ``pct_start`` of the run, then down.
+
+    It warms up by itself: use ``pct_start`` to lengthen the warm-up.
+    """
+
+    type: Literal["onecycle"] = "onecycle"
+    max_lr: PositiveFloat | None = None
+    pct_start: Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.3
+
+
+SchedulerConfig = Annotated[
+    ConstantLR | StepLR | CosineAnnealingLR | OneCycleLR,
+    Field(discriminator="type"),
+    choice("scheduler", ConstantLR, StepLR, CosineAnnealingLR, OneCycleLR),
+]
+
+# -- augmentation, applied to training batches only ------------------------------------
+
+
+class RandomCrop(Options):
+    """Pad by ``padding`` on each side, crop back to the input size at a random offset."""
+
+    type: Literal["random_crop"] = "random_crop"
+    padding: PositiveInt = 4
+    padding_mode: Literal["constant", "edge", "reflect"] = "constant"
+
+
+class HorizontalFlip(Options):
+    """Mirror left-right with probability ``p``."""
+
+    type: Literal["horizontal_flip"] = "horizontal_flip"
+    p: Probability = 0.5
+
+
+Augment = Annotated[
+    RandomCrop | HorizontalFlip,
+    Field(discriminator="type"),
+    choice("augmentation", RandomCrop, HorizontalFlip),
+]
+
+# -- metrics -------------------------------------------------------------------------------
+
 _METRIC = re.compile(r"accuracy|top([1-9][0-9]*)")
 
 
-def _check(ok: bool, field: str, message: str, hint: str | None = None) -> None:
-    if not ok:
-        raise ConfigError(message, hint=hint, field=field)
-
-
-def _check_name(name: str, choices: tuple[str, ...], field: str, what: str) -> None:
-    _check(
-        name in choices,
-        field,
-        f"Unknown {what}. One of {', '.join(choices)} was expected. Received: '{name}'."
-        + did_you_mean(name, choices),
-    )
-
-
-def _check_positive(value: float, field: str) -> None:
-    name = field.rsplit(".", 1)[-1]
-    _check(value > 0, field, f"Invalid {name}. A value > 0 was expected. Received: {value}.")
-
-
-def _check_fraction(value: float, field: str, *, closed: bool = False) -> None:
-    name = field.rsplit(".", 1)[-1]
-    upper = "1" if closed else "< 1"
-    ok = 0 <= value <= 1 if closed else 0 <= value < 1
-    _check(ok, field, f"Invalid {name}. 0 <= {name} {upper} was expected. Received: {value}.")
-
-
-@dataclass(frozen=True)
-class Normalize:
-    """Per-channel ``(x - mean) / std``, applied to every split after augmentation."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def validate(self, field: str) -> None:
-        _check(
-            len(self.mean) == len(self.std) and len(self.mean) > 0,
-            field,
-            "Normalize needs one mean and one std per channel. Lists of equal length were "
-            f"expected. Received: mean={list(self.mean)}, std={list(self.std)}.",
+def _known_metric(metric: str) -> str:
+    if _METRIC.fullmatch(metric) is None:
+        raise PydanticCustomError(
+            "metric",
+            "unknown metric '{metric}'. 'accuracy' or 'topK' (e.g. 'top5') was expected."
+            "{suggestion}",
+            {"metric": metric, "suggestion": did_you_mean(metric, ("accuracy", "top5"))},
         )
-        for value in self.std:
-            _check_positive(value, f"{field}.std")
+    return metric
 
 
-@dataclass(frozen=True)
-class DatasetConfig:
-    """Where the images come from and how they are fitted to the model's input.
+Metric = Annotated[str, AfterValidator(_known_metric)]
 
-    Attributes:
-        name: One of ``DATASETS``. ``digits`` is scikit-learn's bundled 1x8x8 digits.
-        root: Directory holding the files (cifar10, mnist, fashion_mnist, image_folder).
-        resize: ``(height, width)`` every image is resized to (antialiased bilinear).
-        channels: 1 or 3; converts RGB to grayscale or grayscale to RGB.
-        normalize: Per-channel mean/std, ``"auto"`` (computed on the training split), or None.
-        flatten: Flatten each image to a vector, for models whose input is [C*H*W].
-        download: Let torchvision download a missing dataset (off: training is offline).
-        num_samples: synthetic only: training + validation images.
-        num_classes: synthetic only: number of classes.
-        test_split: Held-out test fraction for datasets without a test set of their own.
-        split_seed: Seed of the test and validation splits, independent of the training seed
-            so that runs with different seeds are scored on the same images.
-    """
-
-    name: str = "digits"
-    root: str | None = None
-    resize: tuple[int, int] | None = None
-    channels: int | None = None
-    normalize: Normalize | Literal["auto"] | None = None
-    flatten: bool = False
-    download: bool = False
-    num_samples: int = 1024
-    num_classes: int = 10
-    test_split: float = 0.2
-    split_seed: int = 0
-
-    def validate(self) -> None:
-        _check_name(self.name, DATASETS, "dataset.type", "dataset")
-        needs_root = self.name not in ("digits", "synthetic")
-        _check(
-            not needs_root or bool(self.root),
-            "dataset.root",
-            f"The {self.name} dataset needs a root directory. A path was expected. Received: root=None.",
-            hint=f"dataset: {{type: {self.name}, root: data/{self.name}}}",
-        )
-        if self.resize is not None:
-            _check(
-                len(self.resize) == 2 and min(self.resize) >= 1,
-                "dataset.resize",
-                "Invalid resize. [height, width] with both >= 1 was expected. "
-                f"Received: {list(self.resize)}.",
-            )
-        _check(
-            self.channels in (None, 1, 3),
-            "dataset.channels",
-            f"Invalid channels. 1 or 3 was expected. Received: {self.channels}.",
-        )
-        if isinstance(self.normalize, Normalize):
-            self.normalize.validate("dataset.normalize")
-        _check(
-            self.num_samples >= 2,
-            "dataset.num_samples",
-            f"Too few samples. At least 2 were expected. Received: {self.num_samples}.",
-        )
-        _check(
-            self.num_classes >= 2,
-            "dataset.num_classes",
-            f"Too few classes. At least 2 were expected. Received: {self.num_classes}.",
-        )
-        _check_fraction(self.test_split, "dataset.test_split")
+# -- the whole configuration ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RandomCrop:
-    """Pads each side by ``padding`` then crops back to the input size at a random offset."""
-
-    padding: int = 4
-    padding_mode: str = "constant"
-
-
-@dataclass(frozen=True)
-class HorizontalFlip:
-    """Mirrors each image left-right with probability ``p``."""
-
-    p: float = 0.5
-
-
-Augment = RandomCrop | HorizontalFlip
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """``cross_entropy`` (logits), ``nll`` (log-probabilities) or ``mse`` (one-hot targets)."""
-
-    name: str = "cross_entropy"
-    label_smoothing: float = 0.0
-
-    def validate(self) -> None:
-        _check_name(self.name, LOSSES, "loss.type", "loss")
-        _check_fraction(self.label_smoothing, "loss.label_smoothing", closed=True)
-        _check(
-            self.label_smoothing == 0 or self.name == "cross_entropy",
-            "loss.label_smoothing",
-            "label_smoothing only applies to cross_entropy. 0 was expected for "
-            f"{self.name}. Received: {self.label_smoothing}.",
-        )
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """SGD (with ``momentum``, ``nesterov``, ``dampening``), Adam or AdamW.
-
-    ``weight_decay=None`` keeps torch's default (0 for sgd and adam, 0.01 for adamw).
-    """
-
-    name: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0
-    nesterov: bool = False
-    dampening: float = 0.0
-    weight_decay: float | None = None
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-
-    def validate(self) -> None:
-        _check_name(self.name, OPTIMIZERS, "optimizer.type", "optimizer")
-        _check_positive(self.lr, "optimizer.lr")
-        _check_fraction(self.momentum, "optimizer.momentum")
-        _check(
-            not self.nesterov or (self.momentum > 0 and self.dampening == 0),
-            "optimizer.nesterov",
-            "Nesterov momentum needs momentum > 0 and dampening = 0. Both were expected. "
-            f"Received: momentum={self.momentum}, dampening={self.dampening}.",
-        )
-        if self.weight_decay is not None:
-            _check(
-                self.weight_decay >= 0,
-                "optimizer.weight_decay",
-                f"Invalid weight_decay. A value >= 0 was expected. Received: {self.weight_decay}.",
-            )
-        for beta in self.betas:
-            _check_fraction(beta, "optimizer.betas")
-        _check_positive(self.eps, "optimizer.eps")
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    """Learning-rate schedule, stepped once per batch; ``step_size`` counts epochs.
-
-    ``constant``, ``step`` (multiply by ``gamma`` every ``step_size`` epochs), ``cosine``
-    (anneal to ``eta_min``) and ``onecycle`` (up to ``max_lr``, default the optimizer's lr,
-    then down). ``warmup_epochs`` ramps linearly from ``warmup_start_factor * lr`` first.
-    """
-
-    name: str = "constant"
-    step_size: int = 1
-    gamma: float = 0.1
-    eta_min: float = 0.0
-    max_lr: float | None = None
-    pct_start: float = 0.3
-    warmup_epochs: int = 0
-    warmup_start_factor: float = 0.1
-
-    def validate(self) -> None:
-        _check_name(self.name, SCHEDULERS, "scheduler.type", "scheduler")
-        _check_positive(self.step_size, "scheduler.step_size")
-        _check_positive(self.gamma, "scheduler.gamma")
-        _check(
-            self.eta_min >= 0,
-            "scheduler.eta_min",
-            f"Invalid eta_min. A value >= 0 was expected. Received: {self.eta_min}.",
-        )
-        if self.max_lr is not None:
-            _check_positive(self.max_lr, "scheduler.max_lr")
-        _check(
-            0 < self.pct_start < 1,
-            "scheduler.pct_start",
-            f"Invalid pct_start. 0 < pct_start < 1 was expected. Received: {self.pct_start}.",
-        )
-        _check(
-            self.warmup_epochs >= 0,
-            "scheduler.warmup_epochs",
-            f"Invalid warmup_epochs. A value >= 0 was expected. Received: {self.warmup_epochs}.",
-        )
-        _check(
-            self.warmup_epochs == 0 or self.name != "onecycle",
-            "scheduler.warmup_epochs",
-            "onecycle warms up by itself. warmup_epochs = 0 was expected. "
-            f"Received: {self.warmup_epochs}.",
-            hint="use pct_start to lengthen onecycle's warm-up",
-        )
-        _check(
-            0 < self.warmup_start_factor <= 1,
-            "scheduler.warmup_start_factor",
-            "Invalid warmup_start_factor. 0 < value <= 1 was expected. "
-            f"Received: {self.warmup_start_factor}.",
-        )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Options):
     """Everything ``fit`` needs besides the model and its input shape.
 
     ``batch_size`` is the global batch: under DDP each of N processes sees batch_size / N.
@@ -288,60 +249,40 @@ class TrainConfig:
     checkpoints (the last epoch is always saved).
     """
 
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    batch_size: int = 64
-    epochs: int = 10
-    loss: LossConfig = field(default_factory=LossConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    seed: int = 0
-    val_split: float = 0.1
+    dataset: DatasetConfig = Field(default_factory=Digits)
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 10
+    loss: LossConfig = Field(default_factory=CrossEntropyLoss)
+    optimizer: OptimizerConfig = Field(default_factory=Adam)
+    scheduler: SchedulerConfig = Field(default_factory=ConstantLR)
+    seed: NonNegativeInt = 0
+    val_split: Fraction = 0.1
     augment: tuple[Augment, ...] = ()
-    metrics: tuple[str, ...] = ("accuracy",)
-    clip_grad_norm: float | None = None
-    num_workers: int = 0
-    eval_batch_size: int | None = None
-    log_every: int = 50
-    checkpoint_every: int = 1
+    metrics: tuple[Metric, ...] = ("accuracy",)
+    clip_grad_norm: PositiveFloat | None = None
+    num_workers: NonNegativeInt = 0
+    eval_batch_size: PositiveInt | None = None
+    log_every: PositiveInt = 50
+    checkpoint_every: PositiveInt = 1
 
-    def validate(self) -> None:
-        """Raises ``ConfigError`` for the first invalid option, naming its field."""
-        self.dataset.validate()
-        self.loss.validate()
-        self.optimizer.validate()
-        self.scheduler.validate()
-        for name in ("batch_size", "epochs", "log_every", "checkpoint_every"):
-            value = getattr(self, name)
-            _check(
-                value >= 1, name, f"Invalid {name}. A value >= 1 was expected. Received: {value}."
-            )
-        if self.eval_batch_size is not None:
-            _check_positive(self.eval_batch_size, "eval_batch_size")
-        _check_fraction(self.val_split, "val_split")
-        if self.clip_grad_norm is not None:
-            _check_positive(self.clip_grad_norm, "clip_grad_norm")
-        _check(
-            self.num_workers >= 0,
-            "num_workers",
-            f"Invalid num_workers. A value >= 0 was expected. Received: {self.num_workers}.",
-        )
-        for index, metric in enumerate(self.metrics):
-            _check(
-                _METRIC.fullmatch(metric) is not None,
-                f"metrics[{index}]",
-                "Unknown metric. 'accuracy' or 'topK' (e.g. 'top5') was expected. "
-                f"Received: '{metric}'." + did_you_mean(metric, ("accuracy", "top5")),
-            )
-        for index, step in enumerate(self.augment):
-            self._validate_augment(step, f"augment[{index}]")
+    def with_(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied and checked (``config.with_(epochs=1)``).
 
-    @staticmethod
-    def _validate_augment(step: Augment, field: str) -> None:
-        if isinstance(step, RandomCrop):
-            _check_positive(step.padding, f"{field}.padding")
-            _check_name(step.padding_mode, PADDING_MODES, f"{field}.padding_mode", "padding_mode")
-        else:
-            _check_fraction(step.p, f"{field}.p", closed=True)
+        Raises:
+            ConfigError: naming the first invalid option by its dotted path.
+        """
+        try:
+            return type(self).model_validate({**self.model_dump(), **changes})
+        except ValidationError as error:
+            raise config_error(error) from None
+
+    def validate(self) -> None:  # type: ignore[override]  # BaseModel's is a deprecated alias
+        """Checks every option again; construction already did, unless it was bypassed.
+
+        Raises:
+            ConfigError: naming the first invalid option by its dotted path.
+        """
+        self.with_()
 
     @property
     def top_k(self) -> tuple[int, ...]:

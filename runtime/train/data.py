@@ -21,7 +21,8 @@ from torch.utils.data.dataloader import default_collate
 from torch.utils.data.distributed import DistributedSampler
 
 from runtime.errors import ConfigError, DataError
-from runtime.train.config import DatasetConfig, Normalize, TrainConfig
+from runtime.train.config import TrainConfig
+from runtime.train.data_settings import DatasetConfig, Normalize
 from runtime.train.datasets import FolderImages, Images, Source, holdout, load_source
 from runtime.train.transforms import Preprocess, convert_channels, to_float
 

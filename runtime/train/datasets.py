@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from runtime.errors import DataError
-from runtime.train.config import DatasetConfig
+from runtime.train.data_settings import (
+    DatasetConfig,
+    Digits,
+    ImageFolder,
+    Synthetic,
+    TorchvisionDataset,
+)
 from runtime.train.transforms import resize_images
 
 __all__ = ["FolderImages", "Source", "TensorImages", "load_source"]
@@ -127,7 +133,7 @@ def _digits_table() -> np.ndarray:
     return np.hstack([bunch.data, bunch.target[:, None]]).astype(np.float32)
 
 
-def _digits(config: DatasetConfig, _: Shape) -> Source:
+def _digits(config: Digits) -> Source:
     table = torch.from_numpy(_digits_table())
     # Pixel values are counts 0..16 of a 4x4 block; /16 puts them in [0, 1].
     images = (table[:, :64] / 16).reshape(-1, 1, 8, 8)  # (1797, 1, 8, 8)
@@ -137,7 +143,7 @@ def _digits(config: DatasetConfig, _: Shape) -> Source:
     return Source("digits", pool.subset(kept), pool.subset(held), names, (1, 8, 8))
 
 
-def _synthetic(config: DatasetConfig, shape: Shape) -> Source:
+def _synthetic(config: Synthetic, shape: Shape) -> Source:
     """Class prototypes plus noise: learnable, so benchmarks and tests see the loss fall."""
     generator = torch.Generator().manual_seed(config.split_seed)
     prototypes = torch.randn((config.num_classes, *shape), generator=generator)
@@ -178,11 +184,11 @@ _TORCHVISION = {
 }
 
 
-def _torchvision(config: DatasetConfig, _: Shape) -> Source:
+def _torchvision(config: TorchvisionDataset) -> Source:
     import torchvision
 
-    cls_name, folder, files, url = _TORCHVISION[config.name]
-    root = Path(config.root or ".").expanduser().resolve()
+    cls_name, folder, files, url = _TORCHVISION[config.type]
+    root = Path(config.root).expanduser().resolve()
     cls = getattr(torchvision.datasets, cls_name)
     try:
         train, test = (cls(str(root), train=t, download=config.download) for t in (True, False))
@@ -191,7 +197,7 @@ def _torchvision(config: DatasetConfig, _: Shape) -> Source:
         if "not found" in str(error).lower():  # torchvision's message for missing files
             what = "are incomplete" if (root / folder).exists() else "were not found"
         raise DataError(
-            f"The {config.name} files {what}. They were expected in {root / folder} "
+            f"The {config.type} files {what}. They were expected in {root / folder} "
             f"({files}). Received: root={config.root}, error: {error}.",
             hint=f'download once with: python -c "import torchvision; torchvision.datasets.'
             f"{cls_name}('{root}', download=True)\", set dataset.download: true, or get "
@@ -201,7 +207,7 @@ def _torchvision(config: DatasetConfig, _: Shape) -> Source:
     pool = _as_tensors(train.data, train.targets)
     c, h, w = pool.images.shape[1:]
     return Source(
-        config.name, pool, _as_tensors(test.data, test.targets), tuple(train.classes), (c, h, w)
+        config.type, pool, _as_tensors(test.data, test.targets), tuple(train.classes), (c, h, w)
     )
 
 
@@ -212,10 +218,10 @@ def _as_tensors(data: np.ndarray | Tensor, targets: Sequence[int] | Tensor) -> T
     return TensorImages(images.contiguous(), torch.as_tensor(targets, dtype=torch.long))
 
 
-def _image_folder(config: DatasetConfig, shape: Shape) -> Source:
+def _image_folder(config: ImageFolder, shape: Shape) -> Source:
     from torchvision.datasets import ImageFolder
 
-    root = Path(config.root or ".").expanduser().resolve()
+    root = Path(config.root).expanduser().resolve()
     train_root = root / "train" if (root / "train").is_dir() else root
     try:
         train = ImageFolder(str(train_root))
@@ -274,16 +280,12 @@ def _check_sizes(images: FolderImages, expected: tuple[int, int]) -> None:
         )
 
 
-_LOADERS: dict[str, Callable[[DatasetConfig, Shape], Source]] = {
-    "digits": _digits,
-    "synthetic": _synthetic,
-    "cifar10": _torchvision,
-    "mnist": _torchvision,
-    "fashion_mnist": _torchvision,
-    "image_folder": _image_folder,
-}
-
-
 def load_source(config: DatasetConfig, input_shape: Shape) -> Source:
-    """Loads the dataset named by ``config``; synthetic data takes the shape ``input_shape``."""
-    return _LOADERS[config.name](config, input_shape)
+    """Loads the dataset of ``config``; synthetic data takes the shape ``input_shape``."""
+    if isinstance(config, Digits):
+        return _digits(config)
+    if isinstance(config, Synthetic):
+        return _synthetic(config, input_shape)
+    if isinstance(config, ImageFolder):
+        return _image_folder(config, input_shape)
+    return _torchvision(config)

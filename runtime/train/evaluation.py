@@ -105,7 +105,6 @@ def evaluate(
     Raises:
         ConfigError, DataError, CheckpointError: as for ``fit``.
     """
-    config.validate()
     resolved = resolve_device(device)
     data = data or prepare_data(config, tuple(input_shape))
     images = data.split(split)

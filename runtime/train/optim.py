@@ -15,7 +15,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import lr_scheduler
 
-from runtime.train.config import LossConfig, OptimizerConfig, SchedulerConfig, TrainConfig
+from runtime.train.config import (
+    SGD,
+    AdamW,
+    CosineAnnealingLR,
+    CrossEntropyLoss,
+    LossConfig,
+    NLLLoss,
+    OneCycleLR,
+    OptimizerConfig,
+    SchedulerConfig,
+    StepLR,
+    TrainConfig,
+)
 
 if TYPE_CHECKING:
     from runtime.optimize.step import StepOptions
@@ -28,13 +40,12 @@ class ClassificationLoss(nn.Module):
 
     def __init__(self, config: LossConfig) -> None:
         super().__init__()
-        self.name = config.name
-        self.label_smoothing = config.label_smoothing
+        self.config = config
 
     def forward(self, outputs: Tensor, labels: Tensor) -> Tensor:
-        if self.name == "cross_entropy":
-            return F.cross_entropy(outputs, labels, label_smoothing=self.label_smoothing)
-        if self.name == "nll":
+        if isinstance(self.config, CrossEntropyLoss):
+            return F.cross_entropy(outputs, labels, label_smoothing=self.config.label_smoothing)
+        if isinstance(self.config, NLLLoss):
             return F.nll_loss(outputs, labels)
         target = F.one_hot(labels, num_classes=outputs.shape[1]).to(outputs.dtype)  # (B, K)
         return F.mse_loss(outputs, target)
@@ -48,20 +59,19 @@ def build_loss(config: LossConfig) -> ClassificationLoss:
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
     """An optimizer over the model's trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if config.name == "sgd":
+    if isinstance(config, SGD):
         return torch.optim.SGD(
             params,
             lr=config.lr,
             momentum=config.momentum,
             dampening=config.dampening,
-            weight_decay=config.weight_decay or 0.0,
+            weight_decay=config.weight_decay,
             nesterov=config.nesterov,
         )
-    adam = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
-    decay = config.weight_decay
-    if decay is None:
-        decay = 0.01 if config.name == "adamw" else 0.0  # torch's defaults
-    return adam(params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=decay)
+    adam = torch.optim.AdamW if isinstance(config, AdamW) else torch.optim.Adam
+    return adam(
+        params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+    )
 
 
 def build_scheduler(
@@ -69,6 +79,8 @@ def build_scheduler(
 ) -> lr_scheduler.LRScheduler:
     """The schedule of ``config`` over ``epochs * steps_per_epoch`` optimizer steps."""
     total = epochs * steps_per_epoch
+    if isinstance(config, OneCycleLR):  # it warms up by itself
+        return _main_schedule(optimizer, config, total, 0, steps_per_epoch)
     warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
     main = _main_schedule(optimizer, config, total, warmup, steps_per_epoch)
     if warmup <= 0:
@@ -86,15 +98,15 @@ def _main_schedule(
     warmup: int,
     steps_per_epoch: int,
 ) -> lr_scheduler.LRScheduler:
-    if config.name == "step":
+    if isinstance(config, StepLR):
         return lr_scheduler.StepLR(
             optimizer, step_size=config.step_size * steps_per_epoch, gamma=config.gamma
         )
-    if config.name == "cosine":
+    if isinstance(config, CosineAnnealingLR):
         return lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=max(1, total - warmup), eta_min=config.eta_min
         )
-    if config.name == "onecycle":
+    if isinstance(config, OneCycleLR):
         max_lr = config.max_lr or optimizer.param_groups[0]["lr"]
         # Cycling momentum would switch momentum on for plain SGD (momentum=0).
         cycle = optimizer.defaults.get("momentum", 1.0) != 0

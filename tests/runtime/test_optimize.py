@@ -181,7 +181,7 @@ def test_digits_with_the_auto_config_matches_fp32_eager_accuracy() -> None:
 
     compiled = cnnc.compile_spec(ROOT / "specs" / "digits.yaml")
     assert compiled.spec.train is not None and compiled.spec.optimize is not None
-    config = compiled.spec.train.to_config()
+    config = compiled.spec.train
     work = Workload(
         lambda: cnnc.build(compiled), compiled.graph.input_shape, 10, config.batch_size, CPU
     )

@@ -1,8 +1,9 @@
-"""TrainConfig validation and the spec's ``train:`` section (TrainSection)."""
+"""TrainConfig: one definition of every training setting, for Python and for the spec."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -11,64 +12,90 @@ from pydantic import ValidationError
 from cnnc.sections.train import TrainSection
 from runtime.errors import ConfigError, RuntimeFailure
 from runtime.train import (
-    DatasetConfig,
+    CIFAR10,
+    MNIST,
+    SGD,
+    AdamW,
+    CrossEntropyLoss,
     HorizontalFlip,
-    LossConfig,
     Normalize,
-    OptimizerConfig,
     RandomCrop,
-    SchedulerConfig,
+    StepLR,
     TrainConfig,
 )
 
-# -- runtime dataclasses -------------------------------------------------------------------
+# -- the runtime's settings ----------------------------------------------------------------
 
+# Changes given to ``with_`` as a spec writes them; nested options are checked in place.
 BAD_CONFIGS = [
-    (replace(TrainConfig(), batch_size=0), "batch_size", "Received: 0"),
-    (replace(TrainConfig(), epochs=0), "epochs", "Received: 0"),
-    (replace(TrainConfig(), val_split=1.0), "val_split", "0 <= val_split < 1"),
-    (replace(TrainConfig(), optimizer=OptimizerConfig(lr=0.0)), "optimizer.lr", "> 0"),
-    (replace(TrainConfig(), optimizer=OptimizerConfig(lr=-1.0)), "optimizer.lr", "-1.0"),
-    (replace(TrainConfig(), optimizer=OptimizerConfig("sgdd")), "optimizer.type", "Did you mean 'sgd'"),
+    ({"batch_size": 0}, "batch_size", "Received: 0"),
+    ({"epochs": 0}, "epochs", "Received: 0"),
+    ({"val_split": 1.0}, "val_split", "less than 1"),
+    ({"optimizer": {"type": "adam", "lr": 0.0}}, "optimizer.lr", "greater than 0"),
+    ({"optimizer": {"type": "adam", "lr": -1.0}}, "optimizer.lr", "-1.0"),
+    ({"optimizer": "sgdd"}, "optimizer.type", "Did you mean 'sgd'"),
+    ({"optimizer": {"type": "sgd", "nesterov": True}}, "optimizer.nesterov", "momentum=0.0"),
+    ({"loss": {"type": "mse", "label_smoothing": 0.1}}, "loss.label_smoothing", "for mse"),
+    ({"loss": "hinge"}, "loss.type", "Unknown loss"),
+    ({"scheduler": "cosin"}, "scheduler.type", "Did you mean 'cosine'"),
+    ({"scheduler": {"type": "onecycle", "warmup_epochs": 1}}, "scheduler.warmup_epochs", "onecycle"),
+    ({"metrics": ("accuracy", "acc")}, "metrics[1]", "'acc'"),
+    ({"clip_grad_norm": 0.0}, "clip_grad_norm", "greater than 0"),
+    ({"augment": [{"type": "random_crop", "padding": 0}]}, "augment[0].padding", "greater than 0"),
+    ({"augment": [{"type": "horizontal_flip", "p": 2.0}]}, "augment[0].p", "2.0"),
+    ({"dataset": "cifar10"}, "dataset.root", "for cifar10"),
+    ({"dataset": {"type": "digits", "channels": 2}}, "dataset.channels", "1 or 3"),
     (
-        replace(TrainConfig(), optimizer=OptimizerConfig("sgd", nesterov=True)),
-        "optimizer.nesterov",
-        "momentum=0.0",
-    ),
-    (replace(TrainConfig(), loss=LossConfig("mse", label_smoothing=0.1)), "loss.label_smoothing", "cross_entropy"),
-    (replace(TrainConfig(), loss=LossConfig("hinge")), "loss.type", "Unknown loss"),
-    (replace(TrainConfig(), scheduler=SchedulerConfig("cosin")), "scheduler.type", "Did you mean 'cosine'"),
-    (
-        replace(TrainConfig(), scheduler=SchedulerConfig("onecycle", warmup_epochs=1)),
-        "scheduler.warmup_epochs",
-        "onecycle",
-    ),
-    (replace(TrainConfig(), metrics=("accuracy", "acc")), "metrics[1]", "'acc'"),
-    (replace(TrainConfig(), clip_grad_norm=0.0), "clip_grad_norm", "> 0"),
-    (replace(TrainConfig(), augment=(RandomCrop(padding=0),)), "augment[0].padding", "> 0"),
-    (replace(TrainConfig(), augment=(HorizontalFlip(p=2.0),)), "augment[0].p", "2.0"),
-    (replace(TrainConfig(), dataset=DatasetConfig("cifar10")), "dataset.root", "root directory"),
-    (replace(TrainConfig(), dataset=DatasetConfig(channels=2)), "dataset.channels", "1 or 3"),
-    (
-        replace(TrainConfig(), dataset=DatasetConfig(normalize=Normalize((0.5,), (0.0,)))),
-        "dataset.normalize.std",
-        "> 0",
+        {"dataset": {"type": "digits", "normalize": {"mean": [0.5], "std": [0.0]}}},
+        "dataset.normalize.std[0]",
+        "greater than 0",
     ),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("config", "field", "text"), BAD_CONFIGS, ids=[b[1] for b in BAD_CONFIGS])
-def test_invalid_option_names_its_field(config: TrainConfig, field: str, text: str) -> None:
+@pytest.mark.parametrize(("changes", "field", "text"), BAD_CONFIGS, ids=[b[1] for b in BAD_CONFIGS])
+def test_invalid_option_names_its_field(changes: dict[str, Any], field: str, text: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        config.validate()
+        TrainConfig().with_(**changes)
     assert caught.value.field == field
     assert text in str(caught.value)
     assert "Received:" in caught.value.message
 
 
+def test_construction_checks_every_option() -> None:
+    with pytest.raises(ValidationError) as caught:
+        TrainConfig(optimizer=SGD(lr=0.1), batch_size=0)
+    assert caught.value.errors()[0]["loc"] == ("batch_size",)
+    with pytest.raises(ValidationError):
+        Normalize(mean=(0.5, 0.5), std=(0.5,))
+
+
 def test_default_config_is_valid_and_top_k_is_parsed() -> None:
     TrainConfig().validate()
-    assert replace(TrainConfig(), metrics=("accuracy", "top3", "top5")).top_k == (3, 5)
+    assert TrainConfig(metrics=("accuracy", "top3", "top5")).top_k == (3, 5)
+
+
+def test_names_and_mappings_are_the_variants_they_name() -> None:
+    config = TrainConfig(
+        optimizer={"type": "sgd", "lr": 0.1}, loss="nll", augment=["horizontal_flip"]
+    )
+    assert config.optimizer == SGD(lr=0.1)
+    assert config.loss.type == "nll"
+    assert config.augment == (HorizontalFlip(),)
+    assert config.with_(epochs=3) == TrainConfig(
+        epochs=3, optimizer=SGD(lr=0.1), loss="nll", augment=[HorizontalFlip()]
+    )
+
+
+def test_the_settings_do_not_import_torch() -> None:
+    # A spec checker imports the settings; it must not pay for torch. The package
+    # ``runtime.train`` itself imports fit (torch), so the modules are loaded on their own.
+    code = (
+        "import sys, types, runtime; pkg = types.ModuleType('runtime.train'); "
+        "pkg.__path__ = [runtime.__path__[0] + '/train']; sys.modules['runtime.train'] = pkg; "
+        "import runtime.train.config; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_error_renders_field_message_and_hint() -> None:
@@ -83,10 +110,10 @@ def test_error_renders_field_message_and_hint() -> None:
 
 
 def test_defaults_are_digits_adam_cross_entropy() -> None:
-    config = TrainSection().to_config()
-    assert config.dataset.name == "digits"
-    assert (config.optimizer.name, config.optimizer.lr) == ("adam", 1e-3)
-    assert config.loss.name == "cross_entropy"
+    config = TrainSection()
+    assert config.dataset.type == "digits"
+    assert (config.optimizer.type, config.optimizer.lr) == ("adam", 1e-3)
+    assert config.loss.type == "cross_entropy"
     config.validate()
 
 
@@ -100,10 +127,10 @@ def test_seed_004_setup_is_expressible() -> None:
             "optimizer": {"type": "sgd", "lr": 0.001, "momentum": 0.9},
         }
     )
-    config = section.to_config()
-    assert config.dataset == DatasetConfig("cifar10", root="data/cifar10")
-    assert config.optimizer == OptimizerConfig("sgd", lr=0.001, momentum=0.9, weight_decay=0.0)
-    assert config.loss == LossConfig("cross_entropy")
+    config = section
+    assert config.dataset == CIFAR10(root="data/cifar10")
+    assert config.optimizer == SGD(lr=0.001, momentum=0.9, weight_decay=0.0)
+    assert config.loss == CrossEntropyLoss()
 
 
 def test_shorthands_and_full_forms_agree() -> None:
@@ -117,7 +144,6 @@ def test_shorthands_and_full_forms_agree() -> None:
          "augment": [{"type": "horizontal_flip"}]}
     )  # fmt: skip
     assert short == full
-    assert short.to_config() == full.to_config()
 
 
 def test_every_option_reaches_the_runtime_config() -> None:
@@ -137,18 +163,16 @@ def test_every_option_reaches_the_runtime_config() -> None:
             "seed": 7,
         }
     )  # fmt: skip
-    config = section.to_config()
+    config = section
     config.validate()
-    assert config.dataset == DatasetConfig(
-        "mnist", root="data", resize=(32, 32), channels=3,
-        normalize=Normalize((0.5,), (0.25,)), download=True,
+    assert config.dataset == MNIST(
+        root="data", resize=(32, 32), channels=3,
+        normalize=Normalize(mean=(0.5,), std=(0.25,)), download=True,
     )  # fmt: skip
     assert config.loss.label_smoothing == 0.1
-    assert config.optimizer == OptimizerConfig(
-        "adamw", lr=0.01, betas=(0.8, 0.9), weight_decay=0.01
-    )
-    assert config.scheduler == SchedulerConfig("step", step_size=2, gamma=0.5, warmup_epochs=1)
-    assert config.augment == (RandomCrop(2, "reflect"), HorizontalFlip(0.25))
+    assert config.optimizer == AdamW(lr=0.01, betas=(0.8, 0.9), weight_decay=0.01)
+    assert config.scheduler == StepLR(step_size=2, gamma=0.5, warmup_epochs=1)
+    assert config.augment == (RandomCrop(padding=2, padding_mode="reflect"), HorizontalFlip(p=0.25))
     assert (config.metrics, config.clip_grad_norm, config.val_split, config.seed) == (
         ("accuracy", "top3"), 1.0, 0.2, 7,
     )  # fmt: skip
@@ -175,7 +199,7 @@ def _error(data: dict[str, Any]) -> tuple[tuple[str | int, ...], str]:
         ({"optimizer": {"type": "sgd", "momentum": 0.9, "nesterov": True, "dampening": 0.1}},
          ("optimizer", "sgd", "nesterov"), "dampening"),
         ({"optimizer": {"type": "adam", "momentum": 0.9}}, ("optimizer", "adam", "momentum"), "Extra"),
-        ({"metrics": ["acc"]}, ("metrics",), "unknown metric 'acc'"),
+        ({"metrics": ["acc"]}, ("metrics", 0), "unknown metric 'acc'"),
         ({"loss": {"type": "mse", "label_smoothing": 0.1}}, ("loss", "mse", "label_smoothing"), "Extra"),
         ({"learning_rate": 0.1}, ("learning_rate",), "Extra"),
     ],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,15 @@ from PIL import Image
 from torch import nn
 
 from runtime.errors import ConfigError, DataError
-from runtime.train import DatasetConfig, Normalize, RandomCrop, TrainConfig, fit, prepare_data
+from runtime.train import (
+    Digits,
+    ImageFolder,
+    Normalize,
+    RandomCrop,
+    TrainConfig,
+    fit,
+    prepare_data,
+)
 from runtime.train.data import EpochSampler
 from runtime.train.datasets import TensorImages
 from runtime.train.transforms import convert_channels, horizontal_flip, random_crop
@@ -41,14 +48,14 @@ def test_no_validation_split_when_val_split_is_zero() -> None:
 
 
 def test_normalize_auto_standardizes_the_training_split() -> None:
-    data = prepare_data(digits_config(dataset=DatasetConfig(normalize="auto")), DIGITS)
+    data = prepare_data(digits_config(dataset=Digits(normalize="auto")), DIGITS)
     assert isinstance(data.train, TensorImages)
     x = data.preprocess(data.train.images)
     assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-3
 
 
 def test_explicit_normalize_is_broadcast_to_every_channel() -> None:
-    config = digits_config(dataset=DatasetConfig(channels=3, normalize=Normalize((0.5,), (0.5,))))
+    config = digits_config(dataset=Digits(channels=3, normalize=Normalize(mean=(0.5,), std=(0.5,))))
     data = prepare_data(config, (3, 8, 8))
     assert data.preprocess.mean == (0.5, 0.5, 0.5)
 
@@ -66,7 +73,7 @@ def test_wrong_image_shape_is_caught_before_training_with_the_fix() -> None:
 
 
 def test_resize_and_channels_fix_the_mismatch() -> None:
-    config = digits_config(epochs=1, dataset=DatasetConfig(resize=(16, 16), channels=3))
+    config = digits_config(epochs=1, dataset=Digits(resize=(16, 16), channels=3))
     data = prepare_data(config, (3, 16, 16))
     assert isinstance(data.train, TensorImages)
     assert data.preprocess(data.train.images[:5]).shape == (5, 3, 16, 16)
@@ -78,7 +85,7 @@ def test_vector_model_needs_flatten_and_flatten_works() -> None:
     with pytest.raises(DataError) as caught:
         prepare_data(digits_config(), (64,))
     assert caught.value.hint is not None and "flatten: true" in caught.value.hint
-    result = fit(mlp(), digits_config(epochs=1, dataset=DatasetConfig(flatten=True)), (64,))
+    result = fit(mlp(), digits_config(epochs=1, dataset=Digits(flatten=True)), (64,))
     assert result.epochs_completed == 1
 
 
@@ -107,7 +114,7 @@ def test_batch_larger_than_the_training_split() -> None:
                          ("cifar10", "cifar-10-batches-py")],
 )  # fmt: skip
 def test_missing_dataset_says_where_the_files_go(tmp_path: Path, name: str, folder: str) -> None:
-    config = digits_config(dataset=DatasetConfig(name, root=str(tmp_path)))
+    config = digits_config(dataset={"type": name, "root": str(tmp_path)})
     with pytest.raises(DataError) as caught:
         prepare_data(config, (1, 28, 28))
     error = caught.value
@@ -123,7 +130,7 @@ def test_corrupt_mnist_files_are_a_data_error(tmp_path: Path) -> None:
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):  # fmt: skip
         (raw / stem).write_bytes(b"\x00\x00\x08\x03garbage")
-    config = digits_config(dataset=DatasetConfig("mnist", root=str(tmp_path)))
+    config = digits_config(dataset={"type": "mnist", "root": str(tmp_path)})
     with pytest.raises(DataError, match="could not be read"):
         prepare_data(config, (1, 28, 28))
 
@@ -143,7 +150,7 @@ def _image_folder(root: Path, size: tuple[int, int] = (10, 12), per_class: int =
 
 def test_image_folder_of_the_wrong_size_names_the_files(tmp_path: Path) -> None:
     root = _image_folder(tmp_path / "pets")
-    config = TrainConfig(dataset=DatasetConfig("image_folder", root=str(root)), batch_size=4)
+    config = TrainConfig(dataset=ImageFolder(root=str(root)), batch_size=4)
     with pytest.raises(DataError) as caught:
         prepare_data(config, (3, 8, 8))
     assert "is 10x12" in caught.value.message and ".png" in caught.value.message
@@ -152,9 +159,7 @@ def test_image_folder_of_the_wrong_size_names_the_files(tmp_path: Path) -> None:
 
 def test_image_folder_trains_after_resize_to_grayscale(tmp_path: Path) -> None:
     root = _image_folder(tmp_path / "pets")
-    dataset = DatasetConfig(
-        "image_folder", root=str(root), resize=(8, 8), channels=1, test_split=0.25
-    )
+    dataset = ImageFolder(root=str(root), resize=(8, 8), channels=1, test_split=0.25)
     config = TrainConfig(dataset=dataset, batch_size=4, epochs=1, val_split=0.0)
     data = prepare_data(config, DIGITS)
     assert data.class_names == ("cat", "dog")
@@ -165,7 +170,7 @@ def test_image_folder_trains_after_resize_to_grayscale(tmp_path: Path) -> None:
 
 
 def test_empty_image_folder_is_a_data_error(tmp_path: Path) -> None:
-    config = TrainConfig(dataset=DatasetConfig("image_folder", root=str(tmp_path)))
+    config = TrainConfig(dataset=ImageFolder(root=str(tmp_path)))
     with pytest.raises(DataError, match="No images were found"):
         prepare_data(config, DIGITS)
 
@@ -199,7 +204,7 @@ def test_channel_conversion_matches_torchvision() -> None:
 
 
 def test_augmentation_is_seeded_and_only_for_training() -> None:
-    data = prepare_data(replace(digits_config(), augment=(RandomCrop(2),)), DIGITS)
+    data = prepare_data(digits_config(augment=(RandomCrop(padding=2),)), DIGITS)
     assert isinstance(data.train, TensorImages)
     x = data.train.images[:8]
     assert torch.equal(data.preprocess(x), x)  # no generator: evaluation, no augmentation

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,24 @@ from torch import Tensor, nn
 
 from runtime.errors import TrainingError
 from runtime.train import (
+    SGD,
+    Adam,
+    AdamW,
     Callback,
-    DatasetConfig,
+    ConstantLR,
+    CosineAnnealingLR,
+    CrossEntropyLoss,
+    Digits,
     HorizontalFlip,
     LossConfig,
+    MSELoss,
+    NLLLoss,
+    OneCycleLR,
     OptimizerConfig,
     RandomCrop,
     SchedulerConfig,
     StepInfo,
+    StepLR,
     evaluate,
     find_checkpoint,
     fit,
@@ -43,13 +52,13 @@ from tests.runtime.train_helpers import (
 
 
 def test_same_seed_gives_bitwise_identical_losses() -> None:
-    config = digits_config(augment=(RandomCrop(1), HorizontalFlip()))
+    config = digits_config(augment=(RandomCrop(padding=1), HorizontalFlip()))
     a, b = tiny_cnn(dropout=0.2), tiny_cnn(dropout=0.2)
     first, second = fit(a, config, DIGITS), fit(b, config, DIGITS)
     assert first.step_losses == second.step_losses
     assert len(first.step_losses) == 2 * 21
     assert_same_parameters(a, b)
-    other = fit(tiny_cnn(dropout=0.2), replace(config, seed=1), DIGITS)
+    other = fit(tiny_cnn(dropout=0.2), config.with_(seed=1), DIGITS)
     assert other.step_losses != first.step_losses
 
 
@@ -58,8 +67,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, stop_step: int) ->
     # Dropout, augmentation, momentum and a schedule all carry state across the interrupt.
     config = digits_config(
         epochs=3,
-        augment=(RandomCrop(1), HorizontalFlip()),
-        scheduler=SchedulerConfig("cosine", warmup_epochs=1),
+        augment=(RandomCrop(padding=1), HorizontalFlip()),
+        scheduler=CosineAnnealingLR(warmup_epochs=1),
     )
     reference_model = tiny_cnn(dropout=0.3)
     reference = fit(reference_model, config, DIGITS, run_dir=tmp_path / "a")
@@ -131,14 +140,16 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path: Pa
 # -- every optimizer, schedule, loss and metric ---------------------------------------------
 
 OPTIMIZERS = [
-    OptimizerConfig("sgd", lr=0.05),
-    OptimizerConfig("sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4),
-    OptimizerConfig("adam", lr=0.01),
-    OptimizerConfig("adamw", lr=0.01),
+    SGD(lr=0.05),
+    SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4),
+    Adam(lr=0.01),
+    AdamW(lr=0.01),
 ]
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: f"{o.name}-{o.nesterov}")
+@pytest.mark.parametrize(
+    "optimizer", OPTIMIZERS, ids=lambda o: f"{o.type}-{getattr(o, 'nesterov', False)}"
+)
 def test_each_optimizer_lowers_the_loss(optimizer: OptimizerConfig) -> None:
     result = fit(tiny_cnn(), digits_config(optimizer=optimizer), DIGITS)
     history = result.history
@@ -146,35 +157,33 @@ def test_each_optimizer_lowers_the_loss(optimizer: OptimizerConfig) -> None:
 
 
 def _lrs(scheduler: SchedulerConfig, lr: float = 0.1) -> list[float]:
-    config = synthetic_config(
-        epochs=4, scheduler=scheduler, optimizer=OptimizerConfig("sgd", lr=lr, momentum=0.9)
-    )
+    config = synthetic_config(epochs=4, scheduler=scheduler, optimizer=SGD(lr=lr, momentum=0.9))
     recorder = Recorder()
     fit(tiny_cnn(classes=4), config, DIGITS, callbacks=[recorder])
     return [step.lr for step in recorder.steps]  # 8 steps per epoch
 
 
 def test_step_schedule_decays_every_step_size_epochs() -> None:
-    lrs = _lrs(SchedulerConfig("step", step_size=2, gamma=0.5))
+    lrs = _lrs(StepLR(step_size=2, gamma=0.5))
     assert lrs == pytest.approx([0.1] * 16 + [0.05] * 16)
 
 
 def test_linear_warmup_then_cosine() -> None:
-    lrs = _lrs(SchedulerConfig("cosine", warmup_epochs=1, warmup_start_factor=0.1))
+    lrs = _lrs(CosineAnnealingLR(warmup_epochs=1, warmup_start_factor=0.1))
     assert lrs[:8] == pytest.approx([0.01 + 0.09 * i / 8 for i in range(8)])  # per step
     assert lrs[8] == pytest.approx(0.1)
     assert lrs[8:] == sorted(lrs[8:], reverse=True) and lrs[-1] < 0.001
 
 
 def test_onecycle_rises_then_falls() -> None:
-    lrs = _lrs(SchedulerConfig("onecycle", max_lr=0.2, pct_start=0.25))
+    lrs = _lrs(OneCycleLR(max_lr=0.2, pct_start=0.25))
     peak = lrs.index(max(lrs))
     assert 6 <= peak <= 9 and max(lrs) == pytest.approx(0.2, rel=0.05)
     assert lrs[-1] < 1e-4
 
 
 def test_constant_schedule() -> None:
-    assert set(_lrs(SchedulerConfig("constant"))) == {0.1}
+    assert set(_lrs(ConstantLR())) == {0.1}
 
 
 class LogSoftmaxNet(nn.Module):
@@ -188,14 +197,12 @@ class LogSoftmaxNet(nn.Module):
 
 @pytest.mark.parametrize(
     ("loss", "model"),
-    [(LossConfig("cross_entropy", label_smoothing=0.1), tiny_cnn),
-     (LossConfig("nll"), LogSoftmaxNet), (LossConfig("mse"), tiny_cnn)],
+    [(CrossEntropyLoss(label_smoothing=0.1), tiny_cnn),
+     (NLLLoss(), LogSoftmaxNet), (MSELoss(), tiny_cnn)],
     ids=["cross_entropy", "nll", "mse"],
 )  # fmt: skip
 def test_each_loss_trains(loss: LossConfig, model: type[nn.Module]) -> None:
-    result = fit(
-        model(), digits_config(loss=loss, optimizer=OptimizerConfig("adam", lr=0.01)), DIGITS
-    )
+    result = fit(model(), digits_config(loss=loss, optimizer=Adam(lr=0.01)), DIGITS)
     assert result.history[-1].train["loss"] < result.history[0].train["loss"]
     assert result.history[-1].train["accuracy"] > 0.5
 
@@ -224,7 +231,7 @@ def test_log_grads_reports_per_parameter_norms() -> None:
 
 
 def test_gradient_clipping_bounds_the_update() -> None:
-    config = digits_config(epochs=1, optimizer=OptimizerConfig("sgd", lr=1.0))
+    config = digits_config(epochs=1, optimizer=SGD(lr=1.0))
     clipped, free = tiny_cnn(), tiny_cnn()
     before = torch.cat([p.detach().flatten().clone() for p in clipped.parameters()])
 
@@ -232,7 +239,7 @@ def test_gradient_clipping_bounds_the_update() -> None:
         def on_step_end(self, step: StepInfo) -> None:
             raise KeyboardInterrupt
 
-    fit(clipped, replace(config, clip_grad_norm=1e-3), DIGITS, callbacks=[StopAfterOne()])
+    fit(clipped, config.with_(clip_grad_norm=1e-3), DIGITS, callbacks=[StopAfterOne()])
     fit(free, config, DIGITS, callbacks=[StopAfterOne()])
     moved = torch.cat([p.detach().flatten() for p in clipped.parameters()]) - before
     assert float(moved.norm()) == pytest.approx(1e-3, rel=1e-3)  # lr 1 x clipped norm
@@ -245,7 +252,7 @@ def test_gradient_clipping_bounds_the_update() -> None:
 
 
 def test_evaluate_and_predict_after_training(tmp_path: Path) -> None:
-    config = digits_config(epochs=3, dataset=DatasetConfig(normalize="auto"))
+    config = digits_config(epochs=3, dataset=Digits(normalize="auto"))
     model = tiny_cnn()
     result = fit(model, config, DIGITS, run_dir=tmp_path)
     scores = evaluate(model, config, DIGITS)

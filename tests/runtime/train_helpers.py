@@ -6,18 +6,17 @@ models of a few thousand parameters, so one epoch takes a fraction of a second o
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from runtime.train import (
+    SGD,
     Callback,
-    DatasetConfig,
     EpochRecord,
-    OptimizerConfig,
     StepInfo,
+    Synthetic,
     TrainConfig,
 )
 from runtime.train.checkpoint import Checkpoint
@@ -49,23 +48,23 @@ def digits_config(**overrides: Any) -> TrainConfig:
     base = TrainConfig(
         epochs=2,
         batch_size=64,
-        optimizer=OptimizerConfig("sgd", lr=0.05, momentum=0.9),
+        optimizer=SGD(lr=0.05, momentum=0.9),
         log_every=5,
     )
-    return replace(base, **overrides)
+    return base.with_(**overrides)
 
 
 def synthetic_config(shape: tuple[int, ...] = DIGITS, **overrides: Any) -> TrainConfig:
     """320 synthetic samples (256 train / 64 validation), 4 classes, batch 32."""
     base = TrainConfig(
-        dataset=DatasetConfig("synthetic", num_samples=320, num_classes=4),
+        dataset=Synthetic(num_samples=320, num_classes=4),
         epochs=2,
         batch_size=32,
         val_split=0.2,
-        optimizer=OptimizerConfig("sgd", lr=0.05),
+        optimizer=SGD(lr=0.05),
         log_every=4,
     )
-    return replace(base, **overrides)
+    return base.with_(**overrides)
 
 
 def parameters(model: nn.Module) -> dict[str, torch.Tensor]:
