@@ -7,17 +7,17 @@ auto`` in the spec) measures the candidates on the device and picks the fastest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cnnc.analysis import summarize
 from cnnc.compiler import Compiled, build
 from cnnc.sections.optimize import OptimizeSection
-from runtime.benchmark import Schedule, Variant, Workload, measure
-from runtime.optimize.autotune import tune
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
-from runtime.train.distributed import resolve_device
+
+if TYPE_CHECKING:
+    from runtime.benchmark import Workload
 
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
 OptimizeOpt = Annotated[
@@ -70,6 +70,9 @@ class Choice:
 
 def workload(compiled: Compiled, batch: int, device: str, *, training: bool = True) -> Workload:
     """The benchmark workload of a compiled spec: synthetic batches of its input shape."""
+    from runtime.benchmark import Workload
+    from runtime.train.distributed import resolve_device
+
     summary = summarize(compiled.graph)
     return Workload(
         factory=lambda: build(compiled),
@@ -95,6 +98,8 @@ TUNE_WORTH_S = 60.0
 
 def estimated_run_s(compiled: Compiled, batch: int, device: str, steps: int) -> float:
     """Seconds ``steps`` eager training steps take here, from a few timed steps."""
+    from runtime.benchmark import Schedule, Variant, measure
+
     work = workload(compiled, batch, device)
     (eager,) = measure(work, [Variant("eager", EAGER)], Schedule(warmup=2, rounds=3, steps=2))
     return steps * eager.step_ms / 1000
@@ -114,6 +119,8 @@ def resolve_optimize(
 
     With ``steps`` (the run's length), a run too short to pay for tuning stays eager.
     """
+    from runtime.optimize.autotune import tune
+
     _checked(mode, ("auto", "eager"), "--optimize")
     _checked(flags.get("compile"), _COMPILE, "--compile")
     _checked(flags.get("amp"), _AMP, "--amp")

@@ -11,14 +11,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 from rich.table import Table
 
 from cnnc.artifacts import ArtifactFailure
-from cnnc.baselines import BASELINES
 from cnnc.cli.app import JsonOpt, SpecArg, app, print_json, stderr, stdout, user_errors
 from cnnc.cli.artifact_cmds import artifact_device, is_artifact, open_artifact
 from cnnc.cli.isa_opts import IsaOpt, checked_level, isa_fields, isa_line, rerun_at
@@ -26,19 +24,14 @@ from cnnc.cli.optimize_opts import DeviceOpt, workload
 from cnnc.compiler import Compiled, compile_spec
 from cnnc.errors import Location, Problem
 from cnnc.sections.optimize import OptimizeSection
-from runtime.benchmark import (
-    Measurement,
-    Schedule,
-    Variant,
-    Workload,
-    device_name,
-    matmul_peak,
-    measure,
-)
 from runtime.export import manifest_path
-from runtime.optimize.autotune import TuneResult, left_out, tune
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
-from runtime.train.distributed import resolve_device
+
+if TYPE_CHECKING:
+    import torch
+
+    from runtime.benchmark import Measurement, Schedule, Variant, Workload
+    from runtime.optimize.autotune import TuneResult
 
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Images per step.")]
 RoundsOpt = Annotated[int, typer.Option(min=3, help="Interleaved rounds (the median is kept).")]
@@ -72,6 +65,8 @@ class Lineup:
 
     def add(self, variant: Variant, device: torch.device, force_precision: bool) -> None:
         """Time ``variant`` unless its precision cannot pay on ``device`` (see ``left_out``)."""
+        from runtime.optimize.autotune import left_out
+
         why = left_out(variant.config.amp, device, force_precision)
         if why is None:
             self.variants.append(variant)
@@ -87,6 +82,9 @@ def _allowed_amp(compiled: Compiled) -> tuple[Amp, ...]:
 def _tune(
     compiled: Compiled, work: Workload, refresh: bool, force_precision: bool = False
 ) -> TuneResult:
+    from runtime.benchmark import device_name
+    from runtime.optimize.autotune import tune
+
     stderr.print(
         f"tuning {compiled.spec.name} ({'training' if work.training else 'inference'}"
         f", batch {work.batch}, {device_name(work.device)}) ...",
@@ -109,6 +107,9 @@ def training_variants(
     Reduced-precision variants the device cannot compute natively are skipped unless
     ``force_precision``; auto always stays (its choice already respects the device).
     """
+    from cnnc.baselines import BASELINES
+    from runtime.benchmark import Variant
+
     lineup = Lineup([Variant("eager", EAGER)])
     baseline = BASELINES.get(compiled.spec.name)
     if baseline is not None:
@@ -139,6 +140,8 @@ def inference_variants(
 ) -> Lineup:
     """Eager, stock flags, cnnc's rewrites and kernels, and auto, for the forward pass
     (reduced precision skipped as in ``training_variants``)."""
+    from runtime.benchmark import Variant
+
     configs = [
         EAGER,
         OptimizeConfig(channels_last=True),
@@ -173,6 +176,11 @@ def bench(
 
     Given an exported artifact instead of a spec, time its inference against the eager model.
     """
+    import torch
+
+    from runtime.benchmark import Schedule, matmul_peak
+    from runtime.train.distributed import resolve_device
+
     if isa_level is not None:
         rerun_at(checked_level(isa_level), sys.argv[1:])
     if is_artifact(spec):
@@ -227,6 +235,10 @@ class _BenchRun:
 
 def _bench_training(run: _BenchRun) -> dict[str, Any]:
     """The training-step half of ``bench``: tune, then time every variant side by side."""
+    import torch
+
+    from runtime.benchmark import device_name, measure
+
     compiled, force_precision = run.compiled, run.force_precision
     work = workload(compiled, run.batch, run.device)
     tuned = _tune(compiled, work, run.refresh, force_precision)
@@ -250,6 +262,8 @@ def _bench_training(run: _BenchRun) -> dict[str, Any]:
 
 def _bench_inference(run: _BenchRun) -> dict[str, Any]:
     """The forward-pass half of ``bench`` (twice the steps per round: steps are shorter)."""
+    from runtime.benchmark import Schedule, measure
+
     work = workload(run.compiled, run.batch, run.device, training=False)
     tuned = _tune(run.compiled, work, run.refresh, run.force_precision)
     peak, peak_bf16 = run.peaks
@@ -267,6 +281,8 @@ def _bench_artifact(
     path: Path, batch: int, device: str, schedule: Schedule, json_out: bool
 ) -> None:
     """Inference of an exported artifact against the eager model its manifest records."""
+    from runtime.benchmark import Variant, device_name, matmul_peak, measure
+
     artifact = open_artifact(path, device)
     source = artifact.manifest.producer.get("spec", {}).get("source")
     if not isinstance(source, str):

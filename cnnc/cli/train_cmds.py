@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -32,9 +32,10 @@ from cnnc.cli.optimize_opts import (
 from cnnc.cli.runtime_errors import runtime_errors
 from cnnc.compiler import Compiled, build, compile_spec
 from cnnc.sections.train import TrainSection
-from runtime.train import ConsoleReporter, evaluate, fit, predict, prepare_data, seed_everything
 from runtime.train.config import TrainConfig
-from runtime.train.metrics import EvalResult
+
+if TYPE_CHECKING:
+    from runtime.train.metrics import EvalResult
 
 WeightsOpt = Annotated[
     Path,
@@ -88,6 +89,8 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train SPEC as its train: section says; writes runs/<name>/<n>/."""
+    from runtime.train import ConsoleReporter, evaluate, fit, seed_everything
+
     compiled = compile_spec(spec)
     with runtime_errors(compiled):
         config = train_config(compiled, epochs, batch_size)
@@ -145,6 +148,8 @@ def train(
 
 def _steps_per_epoch(compiled: Compiled, config: TrainConfig) -> int:
     """Optimizer steps in one epoch (loads the dataset; errors surface here, located)."""
+    from runtime.train import prepare_data
+
     data = prepare_data(config, compiled.graph.input_shape)
     return -(-len(data.train) // config.batch_size)
 
@@ -168,6 +173,8 @@ def evaluate_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Accuracy, per-class accuracy and the confusion matrix of trained weights."""
+    from runtime.train import evaluate
+
     compiled = compile_spec(spec)
     with runtime_errors(compiled):
         config = train_config(compiled)
@@ -262,7 +269,7 @@ def _predict_spec(
 ) -> tuple[list[str], Any]:
     from cnnc.artifacts import resolve_weights
     from cnnc.cli.images import read_images
-    from runtime.train import load_weights
+    from runtime.train import load_weights, predict, prepare_data
 
     compiled = compile_spec(spec)
     with runtime_errors(compiled):
