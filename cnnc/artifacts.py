@@ -6,6 +6,7 @@ inferred size, the generated module (for ``py``), and the preprocessing and clas
 the spec's dataset (so ``cnnc predict`` works from the artifact alone). ``load`` takes an
 artifact (``.pt2``, ``.onnx``, ``.py`` with its manifest) or a spec and its weights.
 Runtime failures come back as located ``CnncError``s, like every other user mistake.
+Importing this module loads no torch; exporting and loading do.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from cnnc.analysis import summarize
 from cnnc.codegen import class_name
 from cnnc.compiler import Compiled, SpecInput, build, compile_spec, generate_code
 from cnnc.errors import CnncError, Location, Problem
 from runtime.errors import RuntimeFailure
-from runtime.export import Artifact, ExportResult, export_model, load_artifact
 from runtime.export.manifest import SUFFIXES, manifest_path
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from runtime.export import Artifact, ExportResult
 
 _BY_SUFFIX = {".pt2": "pt2", ".onnx": "onnx", ".py": "py"}
 _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
@@ -96,6 +99,8 @@ def export(
         SpecError, ShapeError: the spec is invalid.
         ArtifactFailure: weights that do not fit, an exporter failure, a wrong suffix.
     """
+    from runtime.export import export_model
+
     compiled = spec if isinstance(spec, Compiled) else compile_spec(spec)
     fmt = format_of(output, fmt)
     target = target_device(device, compiled.file)
@@ -179,6 +184,8 @@ def load(
             device or architecture; weights that do not fit the spec.
         SpecError, ShapeError: an invalid spec.
     """
+    from runtime.export import load_artifact
+
     path = Path(path)
     if path.suffix in _SPEC_SUFFIXES and not manifest_path(path).exists():
         return _load_spec(path, weights, device)

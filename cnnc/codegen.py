@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from cnnc import modules
 from cnnc.graph import Graph, Node
 from cnnc.layers.base import ModuleCall
 from cnnc.shapes import fmt
@@ -61,12 +60,19 @@ def generate(graph: Graph, *, source: str | None = None, params: int | None = No
     header += ["import torch", "from torch import nn", "", f"SPEC_FILE = {source!r}", ""]
     helpers = []
     if "residual" in kinds:
-        helpers.append(inspect.getsource(modules.Residual))
+        helpers.append(_container_source("Residual"))
     if "merge" in kinds:
-        helpers.append(inspect.getsource(modules.Branches))
+        helpers.append(_container_source("Branches"))
     body = _class_source(graph, cls)
     text = "\n".join(header) + "\n" + "".join(f"\n{h}\n" for h in helpers) + "\n" + body
     return text
+
+
+def _container_source(name: str) -> str:
+    """The source of a container class of ``cnnc.modules``, to copy verbatim."""
+    from cnnc import modules  # loads torch: only specs with residuals or merges need it
+
+    return inspect.getsource(getattr(modules, name))
 
 
 def _class_source(graph: Graph, cls: str) -> str:

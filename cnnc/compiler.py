@@ -10,14 +10,12 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
-from torch import nn
 
 from cnnc import blocks, codegen
 from cnnc.analysis import check_memory, memory_limit, summarize
-from cnnc.builder import build_graph
 from cnnc.errors import Location, Problem, SpecError, SpecPath
 from cnnc.graph import Graph
 from cnnc.infer import infer
@@ -28,6 +26,9 @@ from cnnc.shapes import Shape
 from cnnc.source import Document, load
 from cnnc.spec import BlockDef, BlockUse, ModelSpec
 from cnnc.validation import problems_from
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SpecInput = str | Path | Mapping[str, Any]
 _BLOCKS: TypeAdapter[dict[str, BlockDef]] = TypeAdapter(dict[Identifier, BlockDef])
@@ -109,6 +110,8 @@ def build(
     ``bn1``, ``layer1.0.conv1``). A network needing more memory than ``max_memory`` bytes
     (default $CNNC_MAX_MEMORY or 8 GiB) is refused before anything is allocated.
     """
+    from cnnc.builder import build_graph  # torch loads here, not with the compiler
+
     compiled = spec if isinstance(spec, Compiled) else compile_spec(spec, input_shape=input_shape)
     check_memory(compiled.graph, memory_limit(max_memory), Location(compiled.file, 1, 1))
     return build_graph(compiled.graph)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cnnc.cli import app, perf_cmds
+from cnnc.cli import app
 from cnnc.cli.isa_opts import (
     ATEN_ENV,
     CAP_VARIABLES,
@@ -27,6 +27,7 @@ from cnnc.cli.isa_opts import (
 )
 from cnnc.cli.perf_cmds import variants
 from cnnc.compiler import compile_spec
+from runtime import autotune, benchmark
 from runtime.autotune import TuneResult
 from runtime.benchmark import Measurement, Schedule, Variant, Workload
 from runtime.kernels.cpu import isa
@@ -142,9 +143,10 @@ def no_timing(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
     ) -> list[Measurement]:
         return [Measurement(v.name, v.config, 1.0, [1.0], 0.0, 0.0, work.batch) for v in variants]
 
-    monkeypatch.setattr(perf_cmds, "tune", fake_tune)
-    monkeypatch.setattr(perf_cmds, "measure", fake_measure)
-    monkeypatch.setattr(perf_cmds, "matmul_peak", lambda *args: 100.0)
+    # at their source: perf_cmds imports them when a command runs
+    monkeypatch.setattr(autotune, "tune", fake_tune)
+    monkeypatch.setattr(benchmark, "measure", fake_measure)
+    monkeypatch.setattr(benchmark, "matmul_peak", lambda *args: 100.0)
     return tunes
 
 

@@ -5,12 +5,17 @@ Results go to stdout; diagnostics (errors, warnings, progress) go to stderr, so
 with status 1 and located messages, never a Python traceback; usage errors exit with 2.
 Before any command runs, the app checks ``$CNNC_CPU_ISA`` (a bad level is a usage error)
 and routes the runtime's kernel-build progress to stderr as ``cnnc: `` lines.
+
+Command modules import torch and the runtime's heavy parts inside the commands that use
+them, so ``cnnc --help``, ``check``, ``summary``, ``schema`` and ``layers`` never load torch
+(tests/test_cli_imports.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable
 from functools import wraps
@@ -23,7 +28,6 @@ from rich.markup import escape
 
 from cnnc.errors import CnncError, Problem
 from runtime.errors import ConfigError
-from runtime.kernels.cpu import isa
 
 app = typer.Typer(
     name="cnnc",
@@ -39,6 +43,9 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 BUILD_LOGGER = "runtime.kernels.build"
+# runtime.kernels.cpu.isa.ENV, written out: importing runtime.kernels loads torch, which only a
+# set cap needs (tests/test_cli_imports.py keeps the two equal).
+ISA_ENV = "CNNC_CPU_ISA"
 SpecArg = Annotated[Path, typer.Argument(help="A spec file (YAML or JSON).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 P = ParamSpec("P")
@@ -120,6 +127,10 @@ def show_build_progress() -> None:
 def startup() -> None:
     """Shared start of every command: build progress on stderr, and ``$CNNC_CPU_ISA`` checked."""
     show_build_progress()
+    if not os.environ.get(ISA_ENV, "").strip():
+        return  # no cap to check
+    from runtime.kernels.cpu import isa
+
     try:
         isa.cap()
     except ConfigError as error:

@@ -2,15 +2,14 @@
 
 ``cnnc predict model.pt2 IMAGE...`` and ``cnnc bench model.onnx`` take an exported artifact
 where a spec would go; ``is_artifact`` tells them apart (a manifest beside the file, or an
-artifact suffix).
+artifact suffix). torch and the exporters load when a command runs, not at start-up.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from cnnc.artifacts import (
@@ -22,8 +21,12 @@ from cnnc.artifacts import (
 )
 from cnnc.cli.app import JsonOpt, SpecArg, app, print_json, stderr, stdout, user_errors
 from cnnc.compiler import compile_spec
-from runtime.export import Artifact, load_artifact, manifest_path
-from runtime.export.manifest import FORMATS
+from runtime.export.manifest import FORMATS, manifest_path
+
+if TYPE_CHECKING:
+    import torch
+
+    from runtime.export import Artifact
 
 
 def is_artifact(path: Path) -> bool:
@@ -33,6 +36,8 @@ def is_artifact(path: Path) -> bool:
 
 def open_artifact(path: Path, device: str) -> Artifact:
     """The artifact, on ``device`` (``auto``: the device it was exported for)."""
+    from runtime.export import load_artifact
+
     if device == "auto":
         from runtime.export import read_manifest
 
@@ -121,5 +126,7 @@ def predict_artifact(path: Path, images: list[Path], device: str) -> tuple[list[
 
 
 def artifact_device(artifact: Artifact) -> torch.device:
+    import torch
+
     target = artifact.manifest.target.type
     return torch.device(target if target == "cuda" and torch.cuda.is_available() else "cpu")

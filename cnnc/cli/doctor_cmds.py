@@ -3,7 +3,8 @@
 The CPU and the flags cnnc's instruction-set levels need, the levels it supports and the one
 in use, whether bf16 is native, ATen's own capability and caps, the state of each of cnnc's
 C++ kernels, and the versions of the tools they depend on. ``--build`` builds every kernel
-first, so a later run never waits for a compiler.
+first, so a later run never waits for a compiler. The runtime's kernels (and torch) are
+imported when the command runs, not when the command line starts.
 """
 
 from __future__ import annotations
@@ -15,14 +16,11 @@ import shutil
 import subprocess
 from typing import Annotated, Any
 
-import torch
 import typer
 from rich.table import Table
 
 from cnnc.cli.app import EXIT_INVALID, JsonOpt, app, print_json, stdout
 from cnnc.cli.isa_opts import ATEN_ENV, ONEDNN_ENV, aten_capability
-from runtime.kernels.cpu import extension as cpu_ext
-from runtime.kernels.cpu import isa
 
 # Flags no level needs but that tell what this CPU does with bf16 and int8.
 _EXTRA_FLAGS = ("amx_bf16", "amx_tile", "avx512_fp16", "avx_vnni")
@@ -33,6 +31,8 @@ _NO_COMPILER_HINT = (
 
 def level_flags() -> tuple[str, ...]:
     """The flags this architecture's levels need, lowest level first."""
+    from runtime.kernels.cpu import isa
+
     needed: list[str] = []
     for name in isa.all_levels():
         needed += [flag for flag in isa.requirements(name) if flag not in needed]
@@ -42,6 +42,8 @@ def level_flags() -> tuple[str, ...]:
 def cpu_report(every_flag: bool = False) -> dict[str, Any]:
     """The CPU, the flags cnnc cares about (and all of them with ``every_flag``), its
     instruction-set levels, the level in use and ATen's."""
+    from runtime.kernels.cpu import isa
+
     flags = isa.cpu_flags()
     wanted = level_flags()
     report: dict[str, Any] = {
@@ -64,6 +66,8 @@ def cpu_report(every_flag: bool = False) -> dict[str, Any]:
 def kernel_report() -> list[dict[str, Any]]:
     """Each kernel's state; kernels built earlier are loaded (milliseconds) to show their
     code paths."""
+    from runtime.kernels.cpu import extension as cpu_ext
+
     cpu_ext.build([name for name in cpu_ext.KERNELS if cpu_ext.state(name).state == "cached"])
     rows = []
     for name in cpu_ext.KERNELS:
@@ -99,6 +103,10 @@ def _package(name: str) -> str | None:
 
 def versions() -> dict[str, str | None]:
     """Python, torch, Triton, the C++ compiler and ninja (None: not found)."""
+    import torch
+
+    from runtime.kernels.cpu import extension as cpu_ext
+
     compiler = cpu_ext.compiler()
     ninja = shutil.which("ninja")
     return {
@@ -119,6 +127,8 @@ def doctor(
     json_out: JsonOpt = False,
 ) -> None:
     """Report this machine's CPU levels, cnnc's C++ kernels and the tools they need."""
+    from runtime.kernels.cpu import extension as cpu_ext
+
     if build:
         cpu_ext.build(cpu_ext.KERNELS, why="cnnc doctor --build")
     cpu = cpu_report(every_flag=json_out)

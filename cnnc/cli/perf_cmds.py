@@ -11,14 +11,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 from rich.table import Table
 
 from cnnc.artifacts import ArtifactFailure
-from cnnc.baselines import BASELINES
 from cnnc.cli.app import JsonOpt, SpecArg, app, print_json, stderr, stdout, user_errors
 from cnnc.cli.artifact_cmds import artifact_device, is_artifact, open_artifact
 from cnnc.cli.isa_opts import IsaOpt, checked_level, isa_fields, isa_line, rerun_at
@@ -26,21 +24,15 @@ from cnnc.cli.optimize_opts import DeviceOpt, workload
 from cnnc.compiler import Compiled, compile_spec
 from cnnc.errors import Location, Problem
 from cnnc.sections.optimize import OptimizeSection
-from runtime.autotune import TuneResult, tune
-from runtime.benchmark import (
-    Measurement,
-    Schedule,
-    Variant,
-    Workload,
-    device_name,
-    matmul_peak,
-    measure,
-)
 from runtime.export import manifest_path
-from runtime.optimize import candidates
-from runtime.optimize.candidates import Skipped
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
-from runtime.train.distributed import resolve_device
+
+if TYPE_CHECKING:
+    import torch
+
+    from runtime.autotune import TuneResult
+    from runtime.benchmark import Measurement, Schedule, Variant, Workload
+    from runtime.optimize.candidates import Skipped
 
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Images per step.")]
 RoundsOpt = Annotated[int, typer.Option(min=3, help="Interleaved rounds (the median is kept).")]
@@ -62,6 +54,9 @@ def _allowed_amp(compiled: Compiled) -> tuple[Amp, ...]:
 def _tune(
     compiled: Compiled, work: Workload, refresh: bool, force_precision: bool = False
 ) -> TuneResult:
+    from runtime.autotune import tune
+    from runtime.benchmark import device_name
+
     stderr.print(
         f"tuning {compiled.spec.name} ({'training' if work.training else 'inference'}"
         f", batch {work.batch}, {device_name(work.device)}) ...",
@@ -92,6 +87,10 @@ def variants(
     Reduced-precision variants the device cannot compute natively are skipped unless
     ``force_precision``; auto always stays (its choice already respects the device).
     """
+    from cnnc.baselines import BASELINES
+    from runtime.benchmark import Variant
+    from runtime.optimize import candidates
+
     lineup = candidates.lineup(device, BENCH_PRECISIONS, force_precision=force_precision)
     runs = [Variant(config.name, config) for config in lineup.configs]
     baseline = BASELINES.get(compiled.spec.name) if compiled is not None else None
@@ -118,6 +117,11 @@ def bench(
 
     Given an exported artifact instead of a spec, time its inference against the eager model.
     """
+    import torch
+
+    from runtime.benchmark import Schedule, matmul_peak
+    from runtime.train.distributed import resolve_device
+
     if isa_level is not None:
         rerun_at(checked_level(isa_level), sys.argv[1:])
     if is_artifact(spec):
@@ -172,6 +176,10 @@ class _BenchRun:
 
 def _bench_training(run: _BenchRun) -> dict[str, Any]:
     """The training-step half of ``bench``: tune, then time every variant side by side."""
+    import torch
+
+    from runtime.benchmark import device_name, measure
+
     compiled, force_precision = run.compiled, run.force_precision
     work = workload(compiled, run.batch, run.device)
     tuned = _tune(compiled, work, run.refresh, force_precision)
@@ -195,6 +203,8 @@ def _bench_training(run: _BenchRun) -> dict[str, Any]:
 
 def _bench_inference(run: _BenchRun) -> dict[str, Any]:
     """The forward-pass half of ``bench`` (twice the steps per round: steps are shorter)."""
+    from runtime.benchmark import Schedule, measure
+
     work = workload(run.compiled, run.batch, run.device, training=False)
     tuned = _tune(run.compiled, work, run.refresh, run.force_precision)
     peak, peak_bf16 = run.peaks
@@ -212,6 +222,8 @@ def _bench_artifact(
     path: Path, batch: int, device: str, schedule: Schedule, json_out: bool
 ) -> None:
     """Inference of an exported artifact against the eager model its manifest records."""
+    from runtime.benchmark import Variant, device_name, matmul_peak, measure
+
     artifact = open_artifact(path, device)
     source = artifact.manifest.producer.get("spec", {}).get("source")
     if not isinstance(source, str):
@@ -223,12 +235,12 @@ def _bench_artifact(
         raise ArtifactFailure([problem])
     target = artifact_device(artifact)
     work = workload(compile_spec(source), batch, target.type, training=False)
-    variants = [
+    timed = [
         Variant("eager"),
         Variant(f"artifact ({artifact.format})", factory=artifact.as_module),
     ]
     peak = matmul_peak(work.device)
-    rows = [_row(m, peak, peak) for m in measure(work, variants, schedule)]
+    rows = [_row(m, peak, peak) for m in measure(work, timed, schedule)]
     document = {
         "artifact": str(path),
         "device": device_name(work.device),

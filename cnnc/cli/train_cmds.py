@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,9 +24,10 @@ from cnnc.cli.optimize_opts import (
 )
 from cnnc.cli.runtime_errors import runtime_errors
 from cnnc.compiler import Compiled, build, compile_spec
-from runtime.train import evaluate, predict, prepare_data
 from runtime.train.config import TrainConfig
-from runtime.train.metrics import EvalResult
+
+if TYPE_CHECKING:
+    from runtime.train.metrics import EvalResult
 
 WeightsOpt = Annotated[
     Path,
@@ -147,6 +148,8 @@ def evaluate_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Accuracy, per-class accuracy and the confusion matrix of trained weights."""
+    from runtime.train import evaluate
+
     compiled = compile_spec(spec)
     with runtime_errors(compiled):
         config = train_config(compiled)
@@ -241,7 +244,7 @@ def _predict_spec(
 ) -> tuple[list[str], Any]:
     from cnnc.artifacts import resolve_weights
     from cnnc.cli.images import read_images
-    from runtime.train import load_weights
+    from runtime.train import load_weights, predict, prepare_data
 
     compiled = compile_spec(spec)
     with runtime_errors(compiled):

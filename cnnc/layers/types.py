@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 from pydantic import Field, PlainValidator, Strict, WithJsonSchema
 from pydantic_core import PydanticCustomError
-from torch import nn
 
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
@@ -66,8 +65,25 @@ def _optional_size(value: Any) -> int | tuple[int | None, int | None] | None:
     )
 
 
-# Names a layer cannot take: they are attributes of every nn.Module (forward, training, ...).
-_MODULE_ATTRIBUTES = frozenset(dir(nn.Module()))
+# Names a layer cannot take: the public attributes of every nn.Module (forward, training,
+# ...); names starting with '_' are refused anyway. Written out so that validating a spec
+# does not load torch; tests/test_cli_imports.py checks it against ``dir(nn.Module())``.
+# fmt: off
+MODULE_ATTRIBUTES = frozenset((
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init",
+    "children", "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr",
+    "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule",
+    "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers", "named_children",
+    "named_modules", "named_parameters", "parameters", "register_backward_hook",
+    "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook",
+    "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
+    "register_module", "register_parameter", "register_state_dict_post_hook",
+    "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule",
+    "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
+    "zero_grad",
+))
+# fmt: on
 
 
 def _identifier(value: Any) -> str:
@@ -81,7 +97,7 @@ def _identifier(value: Any) -> str:
         raise PydanticCustomError(
             "identifier", "a name cannot be a Python keyword or start with '_'"
         )
-    if value in _MODULE_ATTRIBUTES:
+    if value in MODULE_ATTRIBUTES:
         raise PydanticCustomError(
             "identifier",
             "'{name}' is an attribute of torch.nn.Module and cannot name a layer",

@@ -6,6 +6,9 @@ device and architecture it was compiled for, the optimizations applied, and what
 producer adds (cnnc records the spec's hash, its source and the resolved spec). Loading
 reads the manifest first and refuses, before touching the artifact, when the files do not
 match their hashes or when this machine cannot run what was compiled (see ``check``).
+
+Importing this module loads no torch (``cnnc check`` reads ``FORMATS`` and ``SUFFIXES``);
+the functions that ask torch import it.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import platform
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from runtime.errors import ArtifactError
-from runtime.train.checkpoint import atomic_write
+
+if TYPE_CHECKING:
+    import torch
 
 MANIFEST_VERSION = 1
 SUFFIX = ".manifest.json"
@@ -65,6 +68,8 @@ class Target:
 
     @classmethod
     def of(cls, device: torch.device) -> Target:
+        import torch
+
         if device.type == "cuda":
             major, minor = torch.cuda.get_device_capability(device)
             return cls("cuda", torch.cuda.get_device_name(device), f"sm_{major}{minor}")
@@ -74,6 +79,8 @@ class Target:
 
 def versions() -> dict[str, str | None]:
     """Versions of what reads and runs artifacts here."""
+    import torch
+
     return {
         "torch": torch.__version__,
         "triton": _triton_version(),
@@ -123,6 +130,8 @@ class Manifest:
 
     def write(self, artifact: Path) -> Path:
         """Writes the manifest beside ``artifact`` (atomically) and returns its path."""
+        from runtime.train.checkpoint import atomic_write
+
         path = manifest_path(artifact)
         atomic_write(path, self.to_json().encode())
         return path
@@ -223,6 +232,8 @@ def _minor(version: str) -> str:
 
 
 def _check_torch(manifest: Manifest) -> None:
+    import torch
+
     wrote = manifest.versions.get("torch") or "unknown"
     if _minor(wrote) != _minor(torch.__version__):
         raise ArtifactError(
