@@ -276,14 +276,6 @@ class TrainConfig(Options):
         except ValidationError as error:
             raise config_error(error) from None
 
-    def validate(self) -> None:  # type: ignore[override]  # BaseModel's is a deprecated alias
-        """Checks every option again; construction already did, unless it was bypassed.
-
-        Raises:
-            ConfigError: naming the first invalid option by its dotted path.
-        """
-        self.with_()
-
     @property
     def top_k(self) -> tuple[int, ...]:
         """The k of every ``topK`` metric, in order."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from runtime.errors import ConfigError, RuntimeFailure, TrainingError
+from runtime.errors import RuntimeFailure, TrainingError
 from runtime.optimize.config import EAGER, OptimizeConfig
 from runtime.train.checkpoint import (
     Checkpoint,
@@ -35,12 +35,17 @@ from runtime.train.checkpoint import (
 )
 from runtime.train.config import TrainConfig
 from runtime.train.data import DataSplits
-from runtime.train.distributed import DistContext, setup, teardown
+from runtime.train.distributed import setup, teardown
 from runtime.train.evaluation import score
 from runtime.train.events import Callback, EpochRecord, FitInfo, StepInfo, TrainResult
-from runtime.train.logs import new_run_dir
 from runtime.train.metrics import Totals
-from runtime.train.session import Session, open_session, resume_state
+from runtime.train.session import (
+    Session,
+    check_input_shape,
+    open_session,
+    resolve_run_dir,
+    resume_state,
+)
 
 __all__ = ["fit", "seed_everything"]
 
@@ -307,28 +312,6 @@ class _Trainer:
             self._emit("on_checkpoint", checkpoint)
 
 
-def _resolve_run_dir(
-    context: DistContext, run_dir: str | Path | None, run_name: str | None, runs_root: str | Path,
-    resume: Checkpoint | None,
-) -> Path | None:  # fmt: skip
-    if run_dir is None and run_name is not None:
-        # Only rank 0 allocates runs/<name>/<n>; the others learn which n it took.
-        run_dir = context.broadcast(new_run_dir(run_name, runs_root) if context.is_main else None)
-    if run_dir is None and resume is not None:
-        run_dir = resume.weights.parent.parent  # <run>/checkpoints/step-N.safetensors
-    return Path(run_dir) if run_dir is not None else None
-
-
-def _input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
-    if len(input_shape) == 0 or min(input_shape) < 1:
-        raise ConfigError(
-            "Invalid input_shape. [channels, height, width] (or [features]), all >= 1, was "
-            f"expected. Received: {list(input_shape)}.",
-            field="input_shape",
-        )
-    return tuple(int(size) for size in input_shape)
-
-
 def fit(
     model: torch.nn.Module,
     config: TrainConfig,
@@ -380,18 +363,17 @@ def fit(
         CheckpointError: A checkpoint cannot be written, read, or does not fit the model.
         TrainingError: The loss became NaN or infinite.
     """
-    config.validate()
     context = setup(device)
     clean = False
     try:
         seed_everything(config.seed)
         checkpoint = find_checkpoint(resume) if resume is not None else None
-        path = _resolve_run_dir(context, run_dir, run_name, runs_root, checkpoint)
+        path = resolve_run_dir(context, run_dir, run_name, runs_root, checkpoint)
         if path is not None and context.is_main:
             path.mkdir(parents=True, exist_ok=True)
             for name, content in (run_files or {}).items():
                 atomic_write(path / name, content.encode() if isinstance(content, str) else content)
-        shape = _input_shape(input_shape)
+        shape = check_input_shape(input_shape)
         session = open_session(
             model, config, shape, context, run_dir=path, resume=checkpoint,
             callbacks=callbacks, tensorboard=tensorboard, optimize=optimize, data=data,

@@ -41,7 +41,7 @@ from runtime.train.data import (
 )
 from runtime.train.distributed import DistContext
 from runtime.train.events import Callback, EpochRecord
-from runtime.train.logs import MetricsLogger, TensorBoardLogger, require_tensorboard
+from runtime.train.logs import MetricsLogger, TensorBoardLogger, new_run_dir, require_tensorboard
 from runtime.train.optim import build_loss, build_optimizer, build_scheduler
 
 __all__ = ["Position", "Session", "open_session"]
@@ -266,3 +266,25 @@ def resume_state(
         "step_lr": session.step_lr,
         "history": [record.to_state() for record in session.history],
     }
+
+
+def resolve_run_dir(
+    context: DistContext, run_dir: str | Path | None, run_name: str | None, runs_root: str | Path,
+    resume: Checkpoint | None,
+) -> Path | None:  # fmt: skip
+    if run_dir is None and run_name is not None:
+        # Only rank 0 allocates runs/<name>/<n>; the others learn which n it took.
+        run_dir = context.broadcast(new_run_dir(run_name, runs_root) if context.is_main else None)
+    if run_dir is None and resume is not None:
+        run_dir = resume.weights.parent.parent  # <run>/checkpoints/step-N.safetensors
+    return Path(run_dir) if run_dir is not None else None
+
+
+def check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    if len(input_shape) == 0 or min(input_shape) < 1:
+        raise ConfigError(
+            "Invalid input_shape. [channels, height, width] (or [features]), all >= 1, was "
+            f"expected. Received: {list(input_shape)}.",
+            field="input_shape",
+        )
+    return tuple(int(size) for size in input_shape)

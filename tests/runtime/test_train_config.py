@@ -71,7 +71,7 @@ def test_construction_checks_every_option() -> None:
 
 
 def test_default_config_is_valid_and_top_k_is_parsed() -> None:
-    TrainConfig().validate()
+    TrainConfig()  # construction is the validation
     assert TrainConfig(metrics=("accuracy", "top3", "top5")).top_k == (3, 5)
 
 
@@ -114,7 +114,6 @@ def test_defaults_are_digits_adam_cross_entropy() -> None:
     assert config.dataset.type == "digits"
     assert (config.optimizer.type, config.optimizer.lr) == ("adam", 1e-3)
     assert config.loss.type == "cross_entropy"
-    config.validate()
 
 
 def test_seed_004_setup_is_expressible() -> None:
@@ -164,7 +163,6 @@ def test_every_option_reaches_the_runtime_config() -> None:
         }
     )  # fmt: skip
     config = section
-    config.validate()
     assert config.dataset == MNIST(
         root="data", resize=(32, 32), channels=3,
         normalize=Normalize(mean=(0.5,), std=(0.25,)), download=True,
