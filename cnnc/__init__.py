@@ -20,50 +20,44 @@ from cnnc.errors import CnncError, ResourceError, ShapeError, SourceError, SpecE
 from runtime.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from cnnc.analysis import Summary, summarize
-    from cnnc.artifacts import ArtifactFailure, export, load
-    from cnnc.compiler import Compiled, build, compile_spec, generate_code, parse
-    from cnnc.graph import Graph, Node
+    from cnnc.analysis import (
+        Summary as Summary,
+        summarize as summarize,
+    )
+    from cnnc.artifacts import (
+        ArtifactFailure as ArtifactFailure,
+        export as export,
+        load as load,
+    )
+    from cnnc.compiler import (
+        Compiled as Compiled,
+        build as build,
+        compile_spec as compile_spec,
+        generate_code as generate_code,
+        parse as parse,
+    )
+    from cnnc.graph import (
+        Graph as Graph,
+        Node as Node,
+    )
+
+# Each module → the public names it defines, imported when first read.
+_EXPORTS = {
+    "cnnc.analysis": ("Summary", "summarize"),
+    "cnnc.artifacts": ("ArtifactFailure", "export", "load"),
+    "cnnc.compiler": ("Compiled", "build", "compile_spec", "generate_code", "parse"),
+    "cnnc.graph": ("Graph", "Node"),
+}
 
 __version__ = "0.1.0"
 
-# Public name → the module that defines it, imported when the name is first read.
-_LAZY = {
-    "Summary": "cnnc.analysis",
-    "summarize": "cnnc.analysis",
-    "ArtifactFailure": "cnnc.artifacts",
-    "export": "cnnc.artifacts",
-    "load": "cnnc.artifacts",
-    "Compiled": "cnnc.compiler",
-    "build": "cnnc.compiler",
-    "compile_spec": "cnnc.compiler",
-    "generate_code": "cnnc.compiler",
-    "parse": "cnnc.compiler",
-    "Graph": "cnnc.graph",
-    "Node": "cnnc.graph",
-}
-
-
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
-
-
+__getattr__, __dir__, _LAZY_NAMES = lazy_exports(__name__, _EXPORTS)
 __all__ = [
-    "ArtifactFailure",
     "CnncError",
-    "Compiled",
-    "Graph",
-    "Node",
     "ResourceError",
     "ShapeError",
     "SourceError",
     "SpecError",
-    "Summary",
     "__version__",
-    "build",
-    "compile_spec",
-    "export",
-    "generate_code",
-    "load",
-    "parse",
-    "summarize",
+    *_LAZY_NAMES,
 ]

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The runtime owns "did you mean" and dotted paths; cnnc re-exports them for its modules.
-from runtime.errors import did_you_mean as did_you_mean
-from runtime.errors import dotted as dotted
-from runtime.errors import suggest as suggest
+from runtime.errors import did_you_mean as did_you_mean, dotted as dotted, suggest as suggest
 
 PathPart = str | int
 SpecPath = tuple[PathPart, ...]

@@ -15,8 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnc.cli import app, doctor_cmds
-from runtime.kernels.cpu import extension as cpu_ext
-from runtime.kernels.cpu import isa
+from runtime.kernels.cpu import extension as cpu_ext, isa
 
 runner = CliRunner()
 STATES = {"loaded", "cached", "not built", "unavailable"}

@@ -7,8 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from cnnc.layers.base import Example, Layer, register
-from cnnc.shapes import Shape
-from cnnc.shapes import flatten as flatten_shape
+from cnnc.shapes import Shape, flatten as flatten_shape
 
 
 @register("flatten")

@@ -15,38 +15,24 @@ from typing import TYPE_CHECKING
 from runtime.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from runtime.export.artifact import Artifact, ExportResult, export_model, load_artifact
+    from runtime.export.artifact import (
+        Artifact as Artifact,
+        ExportResult as ExportResult,
+        export_model as export_model,
+        load_artifact as load_artifact,
+    )
     from runtime.export.manifest import (
-        FORMATS,
-        Manifest,
-        Target,
-        manifest_path,
-        read_manifest,
+        FORMATS as FORMATS,
+        Manifest as Manifest,
+        Target as Target,
+        manifest_path as manifest_path,
+        read_manifest as read_manifest,
     )
 
-# Public name → the submodule that defines it.
-_LAZY = {
-    "Artifact": "runtime.export.artifact",
-    "ExportResult": "runtime.export.artifact",
-    "export_model": "runtime.export.artifact",
-    "load_artifact": "runtime.export.artifact",
-    "FORMATS": "runtime.export.manifest",
-    "Manifest": "runtime.export.manifest",
-    "Target": "runtime.export.manifest",
-    "manifest_path": "runtime.export.manifest",
-    "read_manifest": "runtime.export.manifest",
+# Each submodule → the public names it defines, imported when first read.
+_EXPORTS = {
+    "runtime.export.artifact": ("Artifact", "ExportResult", "export_model", "load_artifact"),
+    "runtime.export.manifest": ("FORMATS", "Manifest", "Target", "manifest_path", "read_manifest"),
 }
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
-
-__all__ = [
-    "FORMATS",
-    "Artifact",
-    "ExportResult",
-    "Manifest",
-    "Target",
-    "export_model",
-    "load_artifact",
-    "manifest_path",
-    "read_manifest",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

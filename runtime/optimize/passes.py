@@ -130,8 +130,7 @@ def cache_memory_gate(preparing: Preparing) -> str | None:
 
 def cpu_kernels_gate(preparing: Preparing) -> str | None:
     """Built, vectorized at this ISA level, and equal to ATen's results here."""
-    from runtime.kernels.cpu import extension as cpu_ext
-    from runtime.kernels.cpu import isa
+    from runtime.kernels.cpu import extension as cpu_ext, isa
     from runtime.kernels.parity import trusted
 
     core = ("pool2x2", "batchnorm")

@@ -31,6 +31,7 @@ from runtime.kernels.triton.fuse import fuse_conv_relu_nodes
 log = logging.getLogger("runtime.optimize")
 
 _RELU_FUNCTIONS: tuple[Callable[..., Any], ...] = (F.relu, torch.relu, torch.relu_)
+Pass = tuple[str, Callable[[fx.GraphModule], int]]  # a report name, and the rewrite it counts
 _DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
@@ -78,19 +79,15 @@ def for_training(
             convolutions and 1x1 stride-2 projections through cnnc's convolution kernels
             (within bf16 rounding), where they pay (AVX512-BF16 without AMX).
     """
-    report = RewriteReport()
-    graph_module = trace(model, report)
-    if graph_module is None:
-        return model, report
+    passes: list[Pass] = []
     if cpu_kernels:
-        report.add("fused_batchnorm", fuse_batchnorm(graph_module))
-        report.add("fused_relu_maxpool", fuse_relu_maxpool(graph_module))
+        passes += [_CPU_BATCHNORM, _CPU_POOL]
         if bf16:
-            report.add("conv_kernels", conv_kernels(graph_module))
-        report.add("fast_dropout", fast_dropout(graph_module))
+            passes.append(("conv_kernels", conv_kernels))
+        passes.append(("fast_dropout", fast_dropout))
     if exact:
-        report.add("relu_after_maxpool", relu_after_maxpool(graph_module))
-    return _finish(graph_module), report
+        passes.append(_RELU_AFTER_MAXPOOL)
+    return _run(model, passes, RewriteReport())
 
 
 def for_inference(
@@ -109,19 +106,27 @@ def for_inference(
     if model.training:
         report.declined.append("the model is in training mode; call model.eval() first")
         return model, report
+    passes: list[Pass] = []
+    if exact:
+        passes += [("drop_dropout", drop_dropout), ("fold_conv_bn", fold_conv_bn)]
+    if fused_conv_relu:
+        passes.append(("fused_conv_relu", fuse_conv_relu_nodes))
+    if cpu_kernels:
+        passes += [_CPU_BATCHNORM, _CPU_POOL]
+    if exact:
+        passes.append(_RELU_AFTER_MAXPOOL)
+    return _run(model, passes, report)
+
+
+def _run(
+    model: nn.Module, passes: list[Pass], report: RewriteReport
+) -> tuple[nn.Module, RewriteReport]:
+    """Trace ``model`` once and apply ``passes`` in order, counting what each changed."""
     graph_module = trace(model, report)
     if graph_module is None:
         return model, report
-    if exact:
-        report.add("drop_dropout", drop_dropout(graph_module))
-        report.add("fold_conv_bn", fold_conv_bn(graph_module))
-    if fused_conv_relu:
-        report.add("fused_conv_relu", fuse_conv_relu_nodes(graph_module))
-    if cpu_kernels:
-        report.add("fused_batchnorm", fuse_batchnorm(graph_module))
-        report.add("fused_relu_maxpool", fuse_relu_maxpool(graph_module))
-    if exact:
-        report.add("relu_after_maxpool", relu_after_maxpool(graph_module))
+    for name, rewrite in passes:
+        report.add(name, rewrite(graph_module))
     return _finish(graph_module), report
 
 
@@ -374,3 +379,9 @@ __all__ = [
     "relu_after_maxpool",
     "trace",
 ]
+
+
+# the passes both modes share, named as the report names them
+_CPU_BATCHNORM: Pass = ("fused_batchnorm", fuse_batchnorm)
+_CPU_POOL: Pass = ("fused_relu_maxpool", fuse_relu_maxpool)
+_RELU_AFTER_MAXPOOL: Pass = ("relu_after_maxpool", relu_after_maxpool)

@@ -26,134 +26,108 @@ from typing import TYPE_CHECKING
 from runtime.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from runtime.train.checkpoint import Checkpoint, find_checkpoint, load_weights, save_weights
+    from runtime.train.checkpoint import (
+        Checkpoint as Checkpoint,
+        find_checkpoint as find_checkpoint,
+        load_weights as load_weights,
+        save_weights as save_weights,
+    )
     from runtime.train.config import (
-        SGD,
-        Adam,
-        AdamW,
-        ConstantLR,
-        CosineAnnealingLR,
-        CrossEntropyLoss,
-        HorizontalFlip,
-        LossConfig,
-        MSELoss,
-        NLLLoss,
-        OneCycleLR,
-        OptimizerConfig,
-        RandomCrop,
-        SchedulerConfig,
-        StepLR,
-        TrainConfig,
+        SGD as SGD,
+        Adam as Adam,
+        AdamW as AdamW,
+        ConstantLR as ConstantLR,
+        CosineAnnealingLR as CosineAnnealingLR,
+        CrossEntropyLoss as CrossEntropyLoss,
+        HorizontalFlip as HorizontalFlip,
+        LossConfig as LossConfig,
+        MSELoss as MSELoss,
+        NLLLoss as NLLLoss,
+        OneCycleLR as OneCycleLR,
+        OptimizerConfig as OptimizerConfig,
+        RandomCrop as RandomCrop,
+        SchedulerConfig as SchedulerConfig,
+        StepLR as StepLR,
+        TrainConfig as TrainConfig,
     )
-    from runtime.train.data import DataSplits, prepare_data
+    from runtime.train.data import (
+        DataSplits as DataSplits,
+        prepare_data as prepare_data,
+    )
     from runtime.train.data_settings import (
-        CIFAR10,
-        MNIST,
-        DatasetConfig,
-        Digits,
-        FashionMNIST,
-        ImageFolder,
-        Normalize,
-        Synthetic,
+        CIFAR10 as CIFAR10,
+        MNIST as MNIST,
+        DatasetConfig as DatasetConfig,
+        Digits as Digits,
+        FashionMNIST as FashionMNIST,
+        ImageFolder as ImageFolder,
+        Normalize as Normalize,
+        Synthetic as Synthetic,
     )
-    from runtime.train.evaluation import Predictions, evaluate, predict
-    from runtime.train.events import Callback, EpochRecord, FitInfo, StepInfo, TrainResult
-    from runtime.train.logs import new_run_dir
-    from runtime.train.loop import fit, seed_everything
-    from runtime.train.metrics import EvalResult
-    from runtime.train.report import ConsoleReporter
+    from runtime.train.evaluation import (
+        Predictions as Predictions,
+        evaluate as evaluate,
+        predict as predict,
+    )
+    from runtime.train.events import (
+        Callback as Callback,
+        EpochRecord as EpochRecord,
+        FitInfo as FitInfo,
+        StepInfo as StepInfo,
+        TrainResult as TrainResult,
+    )
+    from runtime.train.logs import (
+        new_run_dir as new_run_dir,
+    )
+    from runtime.train.loop import (
+        fit as fit,
+        seed_everything as seed_everything,
+    )
+    from runtime.train.metrics import (
+        EvalResult as EvalResult,
+    )
+    from runtime.train.report import (
+        ConsoleReporter as ConsoleReporter,
+    )
 
-# Public name → the submodule that defines it.
-_LAZY = {
-    "Checkpoint": "runtime.train.checkpoint",
-    "find_checkpoint": "runtime.train.checkpoint",
-    "load_weights": "runtime.train.checkpoint",
-    "save_weights": "runtime.train.checkpoint",
-    "SGD": "runtime.train.config",
-    "Adam": "runtime.train.config",
-    "AdamW": "runtime.train.config",
-    "ConstantLR": "runtime.train.config",
-    "CosineAnnealingLR": "runtime.train.config",
-    "CrossEntropyLoss": "runtime.train.config",
-    "HorizontalFlip": "runtime.train.config",
-    "LossConfig": "runtime.train.config",
-    "MSELoss": "runtime.train.config",
-    "NLLLoss": "runtime.train.config",
-    "OneCycleLR": "runtime.train.config",
-    "OptimizerConfig": "runtime.train.config",
-    "RandomCrop": "runtime.train.config",
-    "SchedulerConfig": "runtime.train.config",
-    "StepLR": "runtime.train.config",
-    "TrainConfig": "runtime.train.config",
-    "CIFAR10": "runtime.train.data_settings",
-    "MNIST": "runtime.train.data_settings",
-    "DatasetConfig": "runtime.train.data_settings",
-    "Digits": "runtime.train.data_settings",
-    "FashionMNIST": "runtime.train.data_settings",
-    "ImageFolder": "runtime.train.data_settings",
-    "Normalize": "runtime.train.data_settings",
-    "Synthetic": "runtime.train.data_settings",
-    "DataSplits": "runtime.train.data",
-    "prepare_data": "runtime.train.data",
-    "Predictions": "runtime.train.evaluation",
-    "evaluate": "runtime.train.evaluation",
-    "predict": "runtime.train.evaluation",
-    "Callback": "runtime.train.events",
-    "EpochRecord": "runtime.train.events",
-    "FitInfo": "runtime.train.events",
-    "StepInfo": "runtime.train.events",
-    "TrainResult": "runtime.train.events",
-    "new_run_dir": "runtime.train.logs",
-    "fit": "runtime.train.loop",
-    "seed_everything": "runtime.train.loop",
-    "EvalResult": "runtime.train.metrics",
-    "ConsoleReporter": "runtime.train.report",
+# Each submodule → the public names it defines, imported when first read.
+_EXPORTS = {
+    "runtime.train.checkpoint": ("Checkpoint", "find_checkpoint", "load_weights", "save_weights"),
+    "runtime.train.config": (
+        "SGD",
+        "Adam",
+        "AdamW",
+        "ConstantLR",
+        "CosineAnnealingLR",
+        "CrossEntropyLoss",
+        "HorizontalFlip",
+        "LossConfig",
+        "MSELoss",
+        "NLLLoss",
+        "OneCycleLR",
+        "OptimizerConfig",
+        "RandomCrop",
+        "SchedulerConfig",
+        "StepLR",
+        "TrainConfig",
+    ),
+    "runtime.train.data_settings": (
+        "CIFAR10",
+        "MNIST",
+        "DatasetConfig",
+        "Digits",
+        "FashionMNIST",
+        "ImageFolder",
+        "Normalize",
+        "Synthetic",
+    ),
+    "runtime.train.data": ("DataSplits", "prepare_data"),
+    "runtime.train.evaluation": ("Predictions", "evaluate", "predict"),
+    "runtime.train.events": ("Callback", "EpochRecord", "FitInfo", "StepInfo", "TrainResult"),
+    "runtime.train.logs": ("new_run_dir",),
+    "runtime.train.loop": ("fit", "seed_everything"),
+    "runtime.train.metrics": ("EvalResult",),
+    "runtime.train.report": ("ConsoleReporter",),
 }
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
-
-__all__ = [
-    "CIFAR10",
-    "MNIST",
-    "SGD",
-    "Adam",
-    "AdamW",
-    "Callback",
-    "Checkpoint",
-    "ConsoleReporter",
-    "ConstantLR",
-    "CosineAnnealingLR",
-    "CrossEntropyLoss",
-    "DataSplits",
-    "DatasetConfig",
-    "Digits",
-    "EpochRecord",
-    "EvalResult",
-    "FashionMNIST",
-    "FitInfo",
-    "HorizontalFlip",
-    "ImageFolder",
-    "LossConfig",
-    "MSELoss",
-    "NLLLoss",
-    "Normalize",
-    "OneCycleLR",
-    "OptimizerConfig",
-    "Predictions",
-    "RandomCrop",
-    "SchedulerConfig",
-    "StepInfo",
-    "StepLR",
-    "Synthetic",
-    "TrainConfig",
-    "TrainResult",
-    "evaluate",
-    "find_checkpoint",
-    "fit",
-    "load_weights",
-    "new_run_dir",
-    "predict",
-    "prepare_data",
-    "save_weights",
-    "seed_everything",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

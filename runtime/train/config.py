@@ -47,26 +47,6 @@ from runtime.train.settings import (
     config_error,
 )
 
-__all__ = [
-    "SGD",
-    "Adam",
-    "AdamW",
-    "Augment",
-    "ConstantLR",
-    "CosineAnnealingLR",
-    "CrossEntropyLoss",
-    "HorizontalFlip",
-    "LossConfig",
-    "MSELoss",
-    "NLLLoss",
-    "OneCycleLR",
-    "OptimizerConfig",
-    "RandomCrop",
-    "SchedulerConfig",
-    "StepLR",
-    "TrainConfig",
-]
-
 # -- loss ----------------------------------------------------------------------------------
 
 

@@ -23,18 +23,6 @@ from runtime.train.settings import (
     choice,
 )
 
-__all__ = [
-    "CIFAR10",
-    "MNIST",
-    "DatasetConfig",
-    "Digits",
-    "FashionMNIST",
-    "ImageFolder",
-    "Normalize",
-    "Synthetic",
-    "TorchvisionDataset",
-]
-
 TwoOrMore = Annotated[int, Strict(), Field(ge=2)]
 
 

@@ -39,13 +39,7 @@ from runtime.train.distributed import setup, teardown
 from runtime.train.evaluation import score
 from runtime.train.events import Callback, EpochRecord, FitInfo, StepInfo, TrainResult
 from runtime.train.metrics import Totals
-from runtime.train.session import (
-    Session,
-    check_input_shape,
-    open_session,
-    resolve_run_dir,
-    resume_state,
-)
+from runtime.train.session import Session, open_session, resolve_run_dir, resume_state
 
 __all__ = ["fit", "seed_everything"]
 
@@ -373,9 +367,8 @@ def fit(
             path.mkdir(parents=True, exist_ok=True)
             for name, content in (run_files or {}).items():
                 atomic_write(path / name, content.encode() if isinstance(content, str) else content)
-        shape = check_input_shape(input_shape)
         session = open_session(
-            model, config, shape, context, run_dir=path, resume=checkpoint,
+            model, config, input_shape, context, run_dir=path, resume=checkpoint,
             callbacks=callbacks, tensorboard=tensorboard, optimize=optimize, data=data,
         )  # fmt: skip
         with _catch_sigint() as stop:

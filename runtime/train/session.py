@@ -157,7 +157,7 @@ def _loaders(
 def open_session(
     model: nn.Module,
     config: TrainConfig,
-    input_shape: Shape,
+    input_shape: Sequence[int],
     context: DistContext,
     *,
     run_dir: Path | None,
@@ -170,6 +170,7 @@ def open_session(
     """Builds and checks everything; restores ``resume`` when given. See module docstring.
 
     ``data`` is the dataset of ``config`` when the caller has loaded it already."""
+    input_shape = check_input_shape(input_shape)
     observers = _observers(config, context, run_dir, tensorboard)
     data = data or prepare_data(config, input_shape)
     check_batch_size(config.batch_size, len(data.train), context.world_size)

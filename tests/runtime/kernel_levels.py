@@ -7,8 +7,7 @@ out by hand, not read from the kernels: a kernel that loses a path fails the tes
 
 from __future__ import annotations
 
-from runtime.kernels.cpu import extension as cpu_ext
-from runtime.kernels.cpu import isa
+from runtime.kernels.cpu import extension as cpu_ext, isa
 
 LEVELS = isa.cpu_levels()[: isa.cpu_levels().index(isa.cap() or isa.best()) + 1]
 BUILT = cpu_ext.compiler() is not None  # without a compiler every kernel is ATen's

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.kernels import parity
-from runtime.kernels.cpu import conv3x3 as kernels
-from runtime.kernels.cpu import extension as cpu_ext
+from runtime.kernels.cpu import conv3x3 as kernels, extension as cpu_ext
 from runtime.kernels.cpu.conv3x3 import (
     KernelConv2d,
     conv3x3,

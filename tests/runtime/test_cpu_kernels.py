@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.kernels import parity
-from runtime.kernels.cpu import batchnorm, pool
-from runtime.kernels.cpu import extension as cpu_ext
+from runtime.kernels.cpu import batchnorm, extension as cpu_ext, pool
 from runtime.kernels.cpu.batchnorm import FusedBatchNorm2d, batch_norm_add_relu, batch_norm_relu
 from runtime.kernels.cpu.pool import fused_maxpool2x2, maxpool2x2
 from runtime.optimize.config import OptimizeConfig

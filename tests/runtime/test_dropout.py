@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.kernels.cpu import dropout as dropout_module
-from runtime.kernels.cpu import extension as cpu_ext
-from runtime.kernels.cpu import isa
+from runtime.kernels.cpu import dropout as dropout_module, extension as cpu_ext, isa
 from runtime.kernels.cpu.dropout import FastDropout, _Dropout, kernel_available
 from runtime.optimize import rewrites
 from tests.runtime.kernel_levels import BUILT, expected_path

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.benchmark import Schedule, Variant, Workload, measure
-from runtime.kernels.cpu import extension as cpu_ext
-from runtime.kernels.cpu import isa
+from runtime.kernels.cpu import extension as cpu_ext, isa
 from runtime.kernels.cpu.pool import fused_maxpool2x2
 from runtime.optimize.config import OptimizeConfig
 from runtime.optimize.prepare import kernels_needed, prepare

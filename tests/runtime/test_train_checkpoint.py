@@ -14,8 +14,13 @@ import torch
 from torch import nn
 
 from runtime.errors import CheckpointError
-from runtime.train import checkpoint as checkpoint_module
-from runtime.train import find_checkpoint, fit, load_weights, save_weights
+from runtime.train import (
+    checkpoint as checkpoint_module,
+    find_checkpoint,
+    fit,
+    load_weights,
+    save_weights,
+)
 from runtime.train.checkpoint import CheckpointManager, atomic_write, capture_rng, restore_rng
 from tests.runtime.train_helpers import (
     DIGITS,
