@@ -4,14 +4,15 @@
 its manifest and loads it. Works on any nn.Module (the ``py`` format takes the module's
 source from the caller).
 
-Names are imported on first use (PEP 562): ``runtime.export.manifest`` alone (formats,
-suffixes, manifest paths) loads neither torch.export nor dynamo.
+The manifest's names (formats, suffixes, manifest paths) load neither torch.export nor
+dynamo; the artifact's are imported on first use (PEP 562).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from runtime.export.manifest import FORMATS, Manifest, Target, manifest_path, read_manifest
 from runtime.lazy import lazy_exports
 
 if TYPE_CHECKING:
@@ -21,18 +22,11 @@ if TYPE_CHECKING:
         export_model as export_model,
         load_artifact as load_artifact,
     )
-    from runtime.export.manifest import (
-        FORMATS as FORMATS,
-        Manifest as Manifest,
-        Target as Target,
-        manifest_path as manifest_path,
-        read_manifest as read_manifest,
-    )
 
-# Each submodule → the public names it defines, imported when first read.
+# Imported when first read: the artifact formats need torch.export and dynamo.
 _EXPORTS = {
-    "runtime.export.artifact": ("Artifact", "ExportResult", "export_model", "load_artifact"),
-    "runtime.export.manifest": ("FORMATS", "Manifest", "Target", "manifest_path", "read_manifest"),
+    "runtime.export.artifact": ("Artifact", "ExportResult", "export_model", "load_artifact")
 }
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, _LAZY_NAMES = lazy_exports(__name__, _EXPORTS)
+__all__ = ["FORMATS", "Manifest", "Target", "manifest_path", "read_manifest", *_LAZY_NAMES]

@@ -26,20 +26,14 @@ from torch import Tensor
 
 from runtime.errors import RuntimeFailure, TrainingError
 from runtime.optimize.config import EAGER, OptimizeConfig
-from runtime.train.checkpoint import (
-    Checkpoint,
-    atomic_write,
-    capture_rng,
-    find_checkpoint,
-    save_weights,
-)
+from runtime.train.checkpoint import Checkpoint, capture_rng, find_checkpoint, save_weights
 from runtime.train.config import TrainConfig
 from runtime.train.data import DataSplits
 from runtime.train.distributed import setup, teardown
 from runtime.train.evaluation import score
 from runtime.train.events import Callback, EpochRecord, FitInfo, StepInfo, TrainResult
 from runtime.train.metrics import Totals
-from runtime.train.session import Session, open_session, resolve_run_dir, resume_state
+from runtime.train.session import Session, open_run_dir, open_session, resume_state
 
 __all__ = ["fit", "seed_everything"]
 
@@ -362,11 +356,7 @@ def fit(
     try:
         seed_everything(config.seed)
         checkpoint = find_checkpoint(resume) if resume is not None else None
-        path = resolve_run_dir(context, run_dir, run_name, runs_root, checkpoint)
-        if path is not None and context.is_main:
-            path.mkdir(parents=True, exist_ok=True)
-            for name, content in (run_files or {}).items():
-                atomic_write(path / name, content.encode() if isinstance(content, str) else content)
+        path = open_run_dir(context, run_dir, run_name, runs_root, checkpoint, run_files or {})
         session = open_session(
             model, config, input_shape, context, run_dir=path, resume=checkpoint,
             callbacks=callbacks, tensorboard=tensorboard, optimize=optimize, data=data,

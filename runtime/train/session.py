@@ -9,7 +9,7 @@ option fails in seconds, not after an epoch.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from runtime.optimize.step import TrainStep
 from runtime.train.checkpoint import (
     Checkpoint,
     CheckpointManager,
+    atomic_write,
     load_weights,
     restore_rng,
 )
@@ -269,16 +270,25 @@ def resume_state(
     }
 
 
-def resolve_run_dir(
+def open_run_dir(
     context: DistContext, run_dir: str | Path | None, run_name: str | None, runs_root: str | Path,
-    resume: Checkpoint | None,
+    resume: Checkpoint | None, run_files: Mapping[str, str | bytes],
 ) -> Path | None:  # fmt: skip
+    """The run's directory (given, a fresh ``<runs_root>/<run_name>/<n>``, or the resumed
+    run's), created with ``run_files`` written in it on rank 0; None: nothing is written."""
     if run_dir is None and run_name is not None:
         # Only rank 0 allocates runs/<name>/<n>; the others learn which n it took.
         run_dir = context.broadcast(new_run_dir(run_name, runs_root) if context.is_main else None)
     if run_dir is None and resume is not None:
         run_dir = resume.weights.parent.parent  # <run>/checkpoints/step-N.safetensors
-    return Path(run_dir) if run_dir is not None else None
+    if run_dir is None:
+        return None
+    path = Path(run_dir)
+    if context.is_main:
+        path.mkdir(parents=True, exist_ok=True)
+        for name, content in run_files.items():
+            atomic_write(path / name, content.encode() if isinstance(content, str) else content)
+    return path
 
 
 def check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
