@@ -16,6 +16,7 @@ import typer
 from cnnc.cli.app import JsonOpt, SpecArg, app, print_json, stderr, stdout, user_errors
 from cnnc.cli.artifact_cmds import is_artifact, predict_artifact
 from cnnc.cli.optimize_opts import (
+    Choice,
     DeviceOpt,
     OptimizeOpt,
     optimization_flags,
@@ -27,6 +28,8 @@ from cnnc.compiler import Compiled, build, compile_spec
 from runtime.train.config import TrainConfig
 
 if TYPE_CHECKING:
+    from runtime.optimize.config import OptimizeConfig
+    from runtime.train.events import TrainResult
     from runtime.train.metrics import EvalResult
 
 WeightsOpt = Annotated[
@@ -76,19 +79,12 @@ def train(
 ) -> None:
     """Train SPEC as its train: section says; writes runs/<name>/<n>/."""
     from runtime.train import ConsoleReporter, evaluate, fit, prepare_data, seed_everything
-    from runtime.train.optim import step_options
 
     compiled = compile_spec(spec)
     with runtime_errors(compiled):
         config = train_config(compiled, epochs, batch_size)
         data = prepare_data(config, compiled.graph.input_shape)  # loaded once per command
-        steps_per_epoch = -(-len(data.train) // config.batch_size)
-        work = workload(
-            compiled, config.batch_size, device, step=step_options(config, steps_per_epoch)
-        )
-        choice = resolve_optimize(
-            compiled, work, optimize, flags, steps=config.epochs * steps_per_epoch
-        )
+        choice = _choose(compiled, config, len(data.train), device, optimize, flags)
         if choice.reason and is_main_process():
             stderr.print(f"optimize: {choice.reason}", markup=False)
         seed_everything(config.seed)
@@ -104,8 +100,36 @@ def train(
         if not is_main_process():
             return
         scores = evaluate(model, config, compiled.graph.input_shape, device=device, data=data)
+    document = _document(compiled, result, scores, choice.config)
+    if json_out:
+        print_json(document)
+    else:
+        stdout.print(
+            f"test accuracy {scores.accuracy:.2%}, loss {scores.loss:.4f} "
+            f"({scores.num_samples} images); run: {document['run_dir']}"
+        )
+
+
+def _choose(
+    compiled: Compiled, config: TrainConfig, images: int, device: str, mode: str | None,
+    flags: dict[str, Any],
+) -> Choice:  # fmt: skip
+    """The run's configuration; ``auto`` times the step this run will take (its optimizer,
+    loss, clipping and schedule) and weighs tuning against the run's length."""
+    from runtime.train.optim import step_options
+
+    steps_per_epoch = -(-images // config.batch_size)
+    options = step_options(config, steps_per_epoch)
+    work = workload(compiled, config.batch_size, device, step=options)
+    return resolve_optimize(compiled, work, mode, flags, steps=config.epochs * steps_per_epoch)
+
+
+def _document(
+    compiled: Compiled, result: TrainResult, scores: EvalResult, optimize: OptimizeConfig
+) -> dict[str, Any]:
+    """What ``train --json`` prints: the scores, the run's files and the configuration."""
     last = result.last
-    document = {
+    return {
         "name": compiled.spec.name,
         "test_accuracy": scores.accuracy,
         "test_loss": scores.loss,
@@ -118,15 +142,8 @@ def train(
         "checkpoint": str(result.checkpoint.weights) if result.checkpoint else None,
         "weights": str(result.weights) if result.weights else None,
         "interrupted": result.interrupted,
-        "optimize": choice.config.to_dict(),
+        "optimize": optimize.to_dict(),
     }
-    if json_out:
-        print_json(document)
-    else:
-        stdout.print(
-            f"test accuracy {scores.accuracy:.2%}, loss {scores.loss:.4f} "
-            f"({scores.num_samples} images); run: {document['run_dir']}"
-        )
 
 
 def _run_files(compiled: Compiled, optimize: dict[str, Any]) -> dict[str, str]:
