@@ -55,6 +55,7 @@ class TuneResult:
     measurements: list[Measurement]
     cached: bool = False
     finals: list[Measurement] = field(default_factory=list)
+    skipped: bool = False  # the run was too short for tuning to pay: eager, untuned
 
 
 def cache_file() -> Path:
@@ -165,10 +166,10 @@ def tune(
         seconds = run_steps * eager.step_ms / 1000
         if seconds < TUNE_WORTH_S:
             reason = (
-                f"eager: the whole run takes about {seconds:.0f} s eager ({run_steps} steps), "
-                "too short for tuning to pay off"
+                f"the whole run takes about {seconds:.0f} s eager ({run_steps} steps), too "
+                "short for tuning to pay off"
             )
-            return TuneResult(EAGER, reason, full_key, [eager])
+            return TuneResult(EAGER, reason, full_key, [eager], skipped=True)
     configs = candidates(work.device, allowed_amp, force_precision=force_precision)
     measurements = measure(work, [Variant(config.name, config) for config in configs], schedule)
     finals = measure(work, _finalists(measurements), _lengthened(final_schedule, measurements))

@@ -152,5 +152,6 @@ def resolve_optimize(
             work, key=compiled.key, allowed_amp=section.allowed_amp, refresh=refresh,
             run_steps=steps,
         )  # fmt: skip
-        return Choice(result.config, f"auto chose {result.reason}")
+        verb = "kept eager:" if result.skipped else "chose"
+        return Choice(result.config, f"auto {verb} {result.reason}")
     return Choice(section.to_config().with_(**given))

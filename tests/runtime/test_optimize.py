@@ -13,13 +13,13 @@ from torch import nn
 
 import cnnc
 from runtime import autotune
-from runtime.benchmark import Measurement, Schedule, Workload
+from runtime.benchmark import Measurement, Schedule, Variant, Workload
 from runtime.errors import ConfigError
 from runtime.kernels.cpu import isa
 from runtime.optimize import candidates
 from runtime.optimize.config import EAGER, OptimizeConfig
 from runtime.optimize.prepare import Prepared, prepare
-from runtime.optimize.step import TrainStep
+from runtime.optimize.step import StepOptions, TrainStep
 from tests.helpers import ROOT
 from tests.runtime.kernel_levels import vectorized_at
 
@@ -152,6 +152,47 @@ def test_tune_measures_chooses_and_caches(tmp_path: Path, monkeypatch: pytest.Mo
         work, key="mlp", cache=cache, schedule=schedule, allowed_amp=("off", "bf16")
     )
     assert second.cached and second.config == first.config and second.reason.endswith("(cached)")
+
+
+def test_a_run_too_short_to_pay_for_tuning_stays_eager_unless_a_choice_is_cached(
+    tmp_path: Path,
+) -> None:
+    work = Workload(lambda: nn.Linear(2, 2), (2,), 2, 4, CPU)
+    cache = tmp_path / "autotune.json"
+    short = autotune.tune(work, key="m", cache=cache, run_steps=10)
+    assert short.skipped and short.config == EAGER and not cache.exists()
+    assert short.reason.endswith("(10 steps), too short for tuning to pay off")
+    assert [m.name for m in short.measurements] == ["eager"]  # the one estimate, nothing else
+    schedule = Schedule(warmup=1, rounds=3, steps=1)
+    tuned = autotune.tune(work, key="m", cache=cache, schedule=schedule, final_schedule=schedule)
+    again = autotune.tune(work, key="m", cache=cache, run_steps=10)
+    assert again.cached and not again.skipped and again.config == tuned.config
+
+
+def test_the_measured_step_is_the_runs_step() -> None:
+    """bench and auto time ``TrainStep`` with the run's optimizer, loss, clipping and schedule."""
+    from runtime.benchmark import _runner
+
+    seen: list[str] = []
+
+    def optimizer(model: nn.Module) -> torch.optim.Optimizer:
+        seen.append("optimizer")
+        return torch.optim.SGD(model.parameters(), lr=0.5)
+
+    def scheduler(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        seen.append("scheduler")
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+
+    options = StepOptions(optimizer=optimizer, clip_grad_norm=0.01, scheduler=scheduler)
+    work = Workload(lambda: nn.Linear(2, 3), (2,), 3, 4, CPU, step=options)
+    x, y = torch.randn(4, 2), torch.randint(0, 3, (4,))
+    run, prepared = _runner(work, Variant("eager"), x, y)
+    before = [p.detach().clone() for p in prepared.eager_model.parameters()]
+    run()
+    params = [p.detach() for p in prepared.eager_model.parameters()]
+    moved = [(p - b).norm() for p, b in zip(params, before, strict=True)]
+    assert seen == ["optimizer", "scheduler"]
+    assert float(torch.stack(moved).norm()) <= 0.5 * 0.01 + 1e-6  # lr x the clipped norm
 
 
 def test_a_forced_or_emulated_precision_is_cached_apart(monkeypatch: pytest.MonkeyPatch) -> None:
