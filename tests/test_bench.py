@@ -18,19 +18,14 @@ import torch
 from typer.testing import CliRunner
 
 from cnnc.cli import app
-from cnnc.cli.isa_opts import (
-    ATEN_ENV,
-    CAP_VARIABLES,
-    ONEDNN_ENV,
-    child_environment,
-    needs_new_process,
-)
+from cnnc.cli.isa_opts import child_environment, needs_new_process
 from cnnc.cli.perf_cmds import variants
 from cnnc.compiler import compile_spec
 from runtime import autotune, benchmark
 from runtime.autotune import TuneResult
 from runtime.benchmark import Measurement, Schedule, Variant, Workload
 from runtime.kernels.cpu import isa
+from runtime.kernels.cpu.isa import ATEN_ENV, CAP_VARIABLES, ONEDNN_ENV
 from runtime.optimize.config import EAGER
 from tests.helpers import ROOT
 

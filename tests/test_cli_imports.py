@@ -2,29 +2,31 @@
 
 ``cnnc --help``, ``check``, ``summary``, ``schema`` and ``layers`` (and ``import cnnc``) run
 in a fresh interpreter each, which must end without ``torch`` in ``sys.modules``. What the
-light path writes out instead of asking torch or ``runtime.kernels`` (the names ``nn.Module``
-reserves, the ISA variables and levels) is checked here against the original.
+light path writes out instead of asking torch (the names ``nn.Module`` reserves) is checked
+here against the original.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 from torch import nn
 
-from cnnc.cli import isa_opts
-from cnnc.cli.app import ISA_ENV
 from cnnc.layers.types import MODULE_ATTRIBUTES
-from runtime.kernels.cpu import isa
 from tests.helpers import ROOT
 
 # Modules the light path must not load: torch and what only torch's users need.
-HEAVY = ("torch", "triton", "numpy", "runtime.kernels", "runtime.benchmark")
+HEAVY = (
+    "torch",
+    "triton",
+    "numpy",
+    "runtime.kernels.triton",
+    "runtime.kernels.cpu.extension",
+    "runtime.benchmark",
+)
 
 # Runs the command line in-process and prints which of HEAVY it loaded, and its exit code.
 _PROBE = """
@@ -102,26 +104,3 @@ def test_reserved_layer_names_are_the_public_attributes_of_nn_module() -> None:
     public = {name for name in dir(nn.Module()) if not name.startswith("_")}
     missing, extra = sorted(public - MODULE_ATTRIBUTES), sorted(MODULE_ATTRIBUTES - public)
     assert not missing and not extra, f"add {missing}, remove {extra}"
-
-
-def test_isa_names_written_out_in_the_cli_match_runtime_kernels_isa() -> None:
-    assert (ISA_ENV, isa_opts.ATEN_ENV, isa_opts.ONEDNN_ENV) == (
-        isa.ENV,
-        isa.ATEN_ENV,
-        isa.ONEDNN_ENV,
-    )
-
-
-@pytest.fixture
-def fresh_arch() -> Iterator[None]:
-    isa.arch.cache_clear()
-    yield
-    isa.arch.cache_clear()
-
-
-@pytest.mark.parametrize("machine", ["x86_64", "AMD64", "aarch64", "arm64", "riscv64"])
-def test_isa_help_levels_match_runtime_kernels_isa(
-    machine: str, fresh_arch: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(platform, "machine", lambda: machine)
-    assert isa_opts.help_levels() == isa.all_levels()

@@ -28,6 +28,7 @@ from rich.markup import escape
 
 from cnnc.errors import CnncError, Problem
 from runtime.errors import ConfigError
+from runtime.kernels.cpu import isa
 
 app = typer.Typer(
     name="cnnc",
@@ -43,9 +44,6 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 BUILD_LOGGER = "runtime.kernels.build"
-# runtime.kernels.cpu.isa.ENV, written out: importing runtime.kernels loads torch, which only a
-# set cap needs (tests/test_cli_imports.py keeps the two equal).
-ISA_ENV = "CNNC_CPU_ISA"
 SpecArg = Annotated[Path, typer.Argument(help="A spec file (YAML or JSON).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 P = ParamSpec("P")
@@ -127,10 +125,8 @@ def show_build_progress() -> None:
 def startup() -> None:
     """Shared start of every command: build progress on stderr, and ``$CNNC_CPU_ISA`` checked."""
     show_build_progress()
-    if not os.environ.get(ISA_ENV, "").strip():
+    if not os.environ.get(isa.ENV, "").strip():
         return  # no cap to check
-    from runtime.kernels.cpu import isa
-
     try:
         isa.cap()
     except ConfigError as error:

@@ -20,7 +20,8 @@ import typer
 from rich.table import Table
 
 from cnnc.cli.app import EXIT_INVALID, JsonOpt, app, print_json, stdout
-from cnnc.cli.isa_opts import ATEN_ENV, ONEDNN_ENV, aten_capability
+from cnnc.cli.isa_opts import aten_capability
+from runtime.kernels.cpu.isa import ATEN_ENV, ONEDNN_ENV
 
 # Flags no level needs but that tell what this CPU does with bf16 and int8.
 _EXTRA_FLAGS = ("amx_bf16", "amx_tile", "avx512_fp16", "avx_vnni")

@@ -6,15 +6,12 @@ theirs (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``) once, when torch loads.
 ``runtime.kernels.cpu.isa.measuring_env``, unless this process already has exactly them. Every
 figure a command reports carries the level in use and ATen's capability (``isa_fields``).
 
-``runtime.kernels`` loads torch, so this module imports it inside the functions that need it
-and writes out the variable and level names its option needs at import (``cnnc --help``);
-tests/test_cli_imports.py keeps them equal to ``runtime.kernels.cpu.isa``'s.
+``runtime.kernels.cpu.isa`` loads no torch, so ``cnnc --help`` lists the levels cheaply.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,29 +19,16 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from cnnc.cli.app import ISA_ENV, stderr, usage_error
+from cnnc.cli.app import stderr, usage_error
 from runtime.errors import ConfigError
-
-ATEN_ENV = "ATEN_CPU_CAPABILITY"  # isa.ATEN_ENV
-ONEDNN_ENV = "ONEDNN_MAX_CPU_ISA"  # isa.ONEDNN_ENV
-# Every variable that caps an instruction set; --isa sets or clears each of them.
-CAP_VARIABLES = (ISA_ENV, ATEN_ENV, ONEDNN_ENV)
-# isa.all_levels() of each architecture, as isa.arch() names it (scalar alone elsewhere).
-_X86_LEVELS = ("scalar", "avx2", "avx512", "avx512_bf16", "amx")
-_LEVELS = {"x86_64": _X86_LEVELS, "amd64": _X86_LEVELS, "aarch64": ("scalar", "neon", "neon_bf16")}
-
-
-def help_levels() -> tuple[str, ...]:
-    """This architecture's levels, lowest first, for ``--isa``'s help."""
-    name = platform.machine().lower()
-    return _LEVELS.get("aarch64" if name == "arm64" else name, ("scalar",))
-
+from runtime.kernels.cpu import isa
+from runtime.kernels.cpu.isa import CAP_VARIABLES
 
 IsaOpt = Annotated[
     str | None,
     typer.Option(
         "--isa",
-        help=f"Measure as on a CPU of this level ({', '.join(help_levels())}), in a new "
+        help=f"Measure as on a CPU of this level ({', '.join(isa.all_levels())}), in a new "
         "process; `cnnc doctor` lists this CPU's.",
         show_default=False,
     ),
@@ -53,8 +37,6 @@ IsaOpt = Annotated[
 
 def checked_level(level: str) -> str:
     """``level`` lower-cased if this CPU supports it; otherwise a usage error (exit 2)."""
-    from runtime.kernels.cpu import isa
-
     try:
         return isa.check(level.strip().lower(), "--isa")
     except ConfigError as error:
@@ -68,8 +50,6 @@ def needs_new_process(level: str, environ: Mapping[str, str]) -> dict[str, str |
     Values are what to set; None means unset (e.g. an ATen cap left over from the shell
     when ``level`` is this CPU's best). ``level`` must be a valid level here.
     """
-    from runtime.kernels.cpu import isa
-
     wanted: dict[str, str | None] = dict.fromkeys(CAP_VARIABLES)
     wanted.update(isa.measuring_env(level))
     changes = {name: value for name, value in wanted.items() if environ.get(name) != value}
@@ -130,8 +110,6 @@ def aten_capability() -> str:
 
 def isa_fields() -> dict[str, Any]:
     """The instruction sets behind a measurement, for JSON documents."""
-    from runtime.kernels.cpu import isa
-
     return {
         "isa": isa.level(),
         "isa_detail": isa.describe(),
@@ -141,6 +119,4 @@ def isa_fields() -> dict[str, Any]:
 
 def isa_line() -> str:
     """The instruction sets behind a measurement, as one line under a table."""
-    from runtime.kernels.cpu import isa
-
     return f"CPU ISA: cnnc's kernels at {isa.describe()}; ATen at {aten_capability()}"

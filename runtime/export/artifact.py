@@ -186,7 +186,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
     verify_files(manifest, path.parent)
     check(manifest, device)
     if manifest.format == "pt2":
-        import runtime.kernels  # noqa: F401  (registers the fused custom ops)
+        import runtime.kernels.triton.op  # noqa: F401  (registers the fused custom ops)
 
         run = formats.load_pt2(path, device)
     elif manifest.format == "aoti":

@@ -29,6 +29,7 @@ from runtime.errors import ConfigError
 ENV = "CNNC_CPU_ISA"
 ATEN_ENV = "ATEN_CPU_CAPABILITY"  # ATen's own cap, read when torch loads
 ONEDNN_ENV = "ONEDNN_MAX_CPU_ISA"  # oneDNN's, read when its first primitive is made
+CAP_VARIABLES = (ENV, ATEN_ENV, ONEDNN_ENV)  # every variable that caps an instruction set
 
 # What each level needs beyond the one below it, as /proc/cpuinfo names the flags.
 _X86 = {
