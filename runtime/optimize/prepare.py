@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,14 +47,12 @@ class Prepared:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    @contextlib.contextmanager
-    def _scope(self, scope: registry.Scope) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            for name in self.active:
-                entry = registry.BY_NAME[name]
-                if entry.scope == scope and entry.apply is not None:
-                    stack.enter_context(entry.apply(self))
-            yield
+    def _scope(self, scope: registry.Scope) -> contextlib.AbstractContextManager[None]:
+        """The contexts of the active entries acting in ``scope``; a null context when
+        there are none (this runs on every step)."""
+        entries = [registry.BY_NAME[name] for name in self.active]
+        hooks = [e.apply for e in entries if e.scope == scope and e.apply is not None]
+        return _entered(self, hooks) if hooks else contextlib.nullcontext()
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         """The contexts around forward and loss (autocast; nothing in fp32)."""
@@ -77,6 +76,14 @@ class Prepared:
             self.model = self.eager_model
             fallback: Tensor = self.model(x)
             return fallback
+
+
+@contextlib.contextmanager
+def _entered(prepared: Prepared, hooks: list[Callable[..., Any]]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for hook in hooks:
+            stack.enter_context(hook(prepared))
+        yield
 
 
 def _describe(exc: BaseException) -> str:
