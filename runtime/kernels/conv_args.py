@@ -32,9 +32,19 @@ class ConvArgs:
     padding: Pair
     dilation: Pair
 
+    @classmethod
+    def from_lists(cls, stride: list[int], padding: list[int], dilation: list[int]) -> ConvArgs:
+        """The custom op's ``int[]`` arguments as pairs (a one-element list counts for both
+        axes, as torch reads it)."""
+        return cls(stride=pair(stride), padding=pair(padding), dilation=pair(dilation))
+
     def as_lists(self) -> tuple[list[int], list[int], list[int]]:
         """The three pairs as lists, the form the custom op's schema takes."""
         return list(self.stride), list(self.padding), list(self.dilation)
+
+    def per_axis(self) -> tuple[int, int, int, int, int, int]:
+        """``(stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)``, as the Triton kernels take them."""
+        return (*self.stride, *self.padding, *self.dilation)
 
 
 def _same_padding(conv: nn.Conv2d) -> Pair | str:

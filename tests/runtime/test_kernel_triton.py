@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import triton
 from torch import Tensor
 
+from runtime.kernels.conv_args import ConvArgs
 from runtime.kernels.parity import CONV_RELU, TOLERANCES, max_relative_error, trusted
 from runtime.kernels.triton import backward as bwd
 from runtime.kernels.triton.forward import FWD_GPU_CONFIGS, INTERPRETING, triton_conv2d_relu
@@ -39,8 +40,8 @@ class Case:
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
 
-    def lists(self) -> tuple[list[int], list[int], list[int]]:
-        return list(self.stride), list(self.padding), list(self.dilation)
+    def args(self) -> ConvArgs:
+        return ConvArgs(self.stride, self.padding, self.dilation)
 
 
 CASES = [
@@ -107,8 +108,8 @@ def test_forward_and_gradients_match_aten(
     grad_y = _grad_y(case, dtype, channels_last)
     want_y, want_grads = _reference(case, x, w, b, grad_y)
 
-    y = triton_conv2d_relu(x, w, b, *case.lists())
-    grads = bwd.triton_conv2d_relu_backward(grad_y, y, x, w, *case.lists(), [True, True, True])
+    y = triton_conv2d_relu(x, w, b, case.args())
+    grads = bwd.triton_conv2d_relu_backward(grad_y, y, x, w, case.args(), [True, True, True])
 
     assert y.dtype == dtype
     assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
@@ -129,9 +130,9 @@ def test_no_bias_and_output_mask_skip_unwanted_gradients() -> None:
     grad_y = _grad_y(case, torch.float32, channels_last=False)
     want_y, want_grads = _reference(case, x, w, None, grad_y)
 
-    y = triton_conv2d_relu(x, w, None, *case.lists())
+    y = triton_conv2d_relu(x, w, None, case.args())
     grad_x, grad_w, grad_b = bwd.triton_conv2d_relu_backward(
-        grad_y, y, x, w, *case.lists(), [False, True, False]
+        grad_y, y, x, w, case.args(), [False, True, False]
     )
 
     _assert_close("output", y, want_y, torch.float32)
@@ -145,11 +146,11 @@ def test_channels_last_weight_and_broadcast_grad_output() -> None:
     case = CASES[4]
     x, w, b = _make(case, torch.float32, channels_last=False)
     w = w.to(memory_format=torch.channels_last)
-    y = triton_conv2d_relu(x, w, b, *case.lists())
+    y = triton_conv2d_relu(x, w, b, case.args())
     grad_y = torch.ones((), device=DEVICE).expand(y.shape)
     want_y, want_grads = _reference(case, x, w, b, grad_y)
 
-    grads = bwd.triton_conv2d_relu_backward(grad_y, y, x, w, *case.lists(), [True] * 3)
+    grads = bwd.triton_conv2d_relu_backward(grad_y, y, x, w, case.args(), [True] * 3)
 
     _assert_close("output", y, want_y, torch.float32)
     for got, want in zip(grads, want_grads, strict=True):
@@ -165,10 +166,10 @@ def test_weight_gradient_split_over_pixels_sums_partials(splits: int) -> None:
     x, w, _ = _make(case, torch.float32, channels_last=True)
     g = _grad_y(case, torch.float32, channels_last=False)
     want = torch.ops.aten.convolution_backward(
-        g, x, w, None, *case.lists(), False, [0, 0], 1, [False, True, False]
+        g, x, w, None, *case.args().as_lists(), False, [0, 0], 1, [False, True, False]
     )[1]
 
-    got = bwd.triton_conv2d_grad_weight(g, x, w, *case.lists(), splits=splits)
+    got = bwd.triton_conv2d_grad_weight(g, x, w, case.args(), splits=splits)
 
     _assert_close("grad_weight", got, want, torch.float32)
 
@@ -202,14 +203,14 @@ def _check_config(kind: str, config: triton.Config, case: Case, dtype: torch.dty
     x, w, b = _make(case, dtype, channels_last=False)
     g = _grad_y(case, dtype, channels_last=False)
     want_y, (want_x, want_w, want_b) = _reference(case, x, w, b, g)
-    y = triton_conv2d_relu(x, w, b, *case.lists())
+    y = triton_conv2d_relu(x, w, b, case.args())
     if kind == "conv":
-        _assert_close("output", triton_conv2d_relu(x, w, b, *case.lists(), config), want_y, dtype)
-        got_x = bwd.triton_conv2d_grad_input(g * (y > 0), x, w, *case.lists(), config=config)
+        _assert_close("output", triton_conv2d_relu(x, w, b, case.args(), config), want_y, dtype)
+        got_x = bwd.triton_conv2d_grad_input(g * (y > 0), x, w, case.args(), config=config)
         assert want_x is not None
         _assert_close("grad_input", got_x, want_x, dtype)
     elif kind == "grad_weight":
-        got_w = bwd.triton_conv2d_grad_weight(g * (y > 0), x, w, *case.lists(), config=config)
+        got_w = bwd.triton_conv2d_grad_weight(g * (y > 0), x, w, case.args(), config=config)
         assert want_w is not None
         _assert_close("grad_weight", got_w, want_w, dtype)
     else:

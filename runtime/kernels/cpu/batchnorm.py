@@ -12,6 +12,9 @@ buffers (so state_dict keys and values are unchanged) and runs the op.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,6 +22,42 @@ from torch import Tensor, nn
 from runtime.kernels.cpu.extension import load, vectorized
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+# (output, batch mean, batch invstd, new running mean, new running var)
+Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+Grads = tuple[Tensor, Tensor, Tensor]
+# The ops' schemas, each written once in its factory below.
+ReluSchema = Callable[
+    [Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None, bool, float, float, bool],
+    Outputs,
+]
+AddReluSchema = Callable[
+    [
+        Tensor,
+        Tensor,
+        Tensor | None,
+        Tensor | None,
+        Tensor | None,
+        Tensor | None,
+        bool,
+        float,
+        float,
+    ],
+    Outputs,
+]
+BackwardSchema = Callable[
+    [Tensor, Tensor, Tensor | None, Tensor | None, Tensor, Tensor, bool, bool], Grads
+]
+
+
+class Stats(NamedTuple):
+    """The statistics arguments of a batch norm call, in the ops' schema order."""
+
+    running_mean: Tensor | None
+    running_var: Tensor | None
+    training: bool
+    momentum: float
+    eps: float
 
 
 def kernel_available() -> bool:
@@ -32,51 +71,14 @@ def _module_for(x: Tensor) -> object | None:
     return load("batchnorm")
 
 
-@torch.library.custom_op("cnnc_runtime::batch_norm_relu", mutates_args=())
-def batch_norm_relu(
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
-    relu: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(output, batch mean, batch invstd, new running mean, new running var).
-
-    The op is functional (autograd needs that): the new running statistics are returned
-    (empty when there are none), and the caller stores them.
-    """
-    module = _module_for(x)
-    if module is not None:
-        y, mean, invstd, new_mean, new_var = module.forward(  # type: ignore[attr-defined]
-            x, weight, bias, running_mean, running_var, training, momentum, eps, relu, None
-        )
-        return y, mean, invstd, new_mean, new_var
-    y, mean, invstd, new_mean, new_var = _aten_forward(
-        x, weight, bias, running_mean, running_var, training, momentum, eps
-    )
-    return (F.relu(y) if relu else y), mean, invstd, new_mean, new_var
-
-
-def _aten_forward(
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _aten_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, stats: Stats) -> Outputs:
     """The ops' fallback through ATen (no ReLU): what the C++ kernel returns."""
+    running_mean, running_var, training, momentum, eps = stats
     new_mean = running_mean.clone() if running_mean is not None else x.new_empty(0)
     new_var = running_var.clone() if running_var is not None else x.new_empty(0)
-    stats = (new_mean, new_var) if running_mean is not None else (None, None)
+    kept = (new_mean, new_var) if running_mean is not None else (None, None)
     y, mean, invstd = torch.ops.aten.native_batch_norm(
-        x, weight, bias, stats[0], stats[1], training, momentum, eps
+        x, weight, bias, kept[0], kept[1], training, momentum, eps
     )
     if not training and running_mean is not None and running_var is not None:
         mean, invstd = (
@@ -86,29 +88,100 @@ def _aten_forward(
     return y, mean, invstd, new_mean, new_var
 
 
-@batch_norm_relu.register_fake
-def _(
+def _forward(
     x: Tensor,
+    residual: Tensor | None,
     weight: Tensor | None,
     bias: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
+    stats: Stats,
     relu: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _fake_outputs(x, x.dtype, running_mean, running_var)
+) -> Outputs:
+    """Both forward ops: ``relu?(batch_norm(x) (+ residual))`` by the C++ kernel or ATen."""
+    module = _module_for(x)
+    fits = residual is None or (residual.dtype == x.dtype and residual.shape == x.shape)
+    if module is not None and fits:
+        y, mean, invstd, new_mean, new_var = module.forward(  # type: ignore[attr-defined]
+            x, weight, bias, *stats, relu, residual
+        )
+        return y, mean, invstd, new_mean, new_var
+    y, mean, invstd, new_mean, new_var = _aten_forward(x, weight, bias, stats)
+    if residual is not None:
+        y = y + residual
+    return (F.relu(y) if relu else y), mean, invstd, new_mean, new_var
 
 
-def _fake_outputs(
-    x: Tensor, dtype: torch.dtype, running_mean: Tensor | None, running_var: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _fake_outputs(x: Tensor, dtype: torch.dtype, stats: Stats) -> Outputs:
     """The shapes both forward ops return: y, batch mean, invstd, new running stats."""
-    stats = x.new_empty((x.shape[1],), dtype=torch.float32)
-    new_mean = torch.empty_like(running_mean) if running_mean is not None else x.new_empty(0)
-    new_var = torch.empty_like(running_var) if running_var is not None else x.new_empty(0)
-    return torch.empty_like(x, dtype=dtype), stats, torch.empty_like(stats), new_mean, new_var
+    batch = x.new_empty((x.shape[1],), dtype=torch.float32)
+    mean, var = stats.running_mean, stats.running_var
+    new_mean = torch.empty_like(mean) if mean is not None else x.new_empty(0)
+    new_var = torch.empty_like(var) if var is not None else x.new_empty(0)
+    return torch.empty_like(x, dtype=dtype), batch, torch.empty_like(batch), new_mean, new_var
+
+
+def _relu_op(fake: bool) -> ReluSchema:
+    """``batch_norm_relu``'s body, or with ``fake`` its fake implementation."""
+
+    def batch_norm_relu(
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        training: bool,
+        momentum: float,
+        eps: float,
+        relu: bool,
+    ) -> Outputs:
+        """(output, batch mean, batch invstd, new running mean, new running var).
+
+        The op is functional (autograd needs that): the new running statistics are returned
+        (empty when there are none), and the caller stores them.
+        """
+        stats = Stats(running_mean, running_var, training, momentum, eps)
+        if fake:
+            return _fake_outputs(x, x.dtype, stats)
+        return _forward(x, None, weight, bias, stats, relu)
+
+    return batch_norm_relu
+
+
+def _add_relu_op(fake: bool) -> AddReluSchema:
+    """``batch_norm_add_relu``'s body, or with ``fake`` its fake implementation."""
+
+    def batch_norm_add_relu(
+        x: Tensor,
+        residual: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        training: bool,
+        momentum: float,
+        eps: float,
+    ) -> Outputs:
+        """``relu(batch_norm(x) + residual)``, the end of a residual block, in one pass.
+
+        Returns what ``batch_norm_relu`` returns. The backward takes the ReLU mask from the
+        output and reuses ``batch_norm_relu_backward``; the residual's gradient is the masked
+        output gradient.
+        """
+        stats = Stats(running_mean, running_var, training, momentum, eps)
+        if fake:
+            return _fake_outputs(x, torch.promote_types(x.dtype, residual.dtype), stats)
+        return _forward(x, residual, weight, bias, stats, True)
+
+    return batch_norm_add_relu
+
+
+batch_norm_relu = torch.library.custom_op(
+    "cnnc_runtime::batch_norm_relu", _relu_op(fake=False), mutates_args=()
+)
+batch_norm_relu.register_fake(_relu_op(fake=True))
+batch_norm_add_relu = torch.library.custom_op(
+    "cnnc_runtime::batch_norm_add_relu", _add_relu_op(fake=False), mutates_args=()
+)
+batch_norm_add_relu.register_fake(_add_relu_op(fake=True))
 
 
 def _param_grads(
@@ -120,59 +193,57 @@ def _param_grads(
     return dw.to(weight.dtype), db.to(weight.dtype) if has_bias else None
 
 
-@torch.library.custom_op("cnnc_runtime::batch_norm_relu_backward", mutates_args=())
-def batch_norm_relu_backward(
-    grad: Tensor,
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    mean: Tensor,
-    invstd: Tensor,
-    relu: bool,
-    training: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(grad_input, grad_weight, grad_bias) of ``batch_norm_relu``; the ReLU mask is
-    recomputed from x, so the output need not be kept."""
-    module = _module_for(x)
-    if module is not None:
-        dx, dw, db = module.backward(  # type: ignore[attr-defined]
-            grad, x, weight, bias, mean, invstd, relu, training
+def _backward_op(fake: bool) -> BackwardSchema:
+    """``batch_norm_relu_backward``'s body, or with ``fake`` its fake implementation."""
+
+    def batch_norm_relu_backward(
+        grad: Tensor,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        mean: Tensor,
+        invstd: Tensor,
+        relu: bool,
+        training: bool,
+    ) -> Grads:
+        """(grad_input, grad_weight, grad_bias) of ``batch_norm_relu``; the ReLU mask is
+        recomputed from x, so the output need not be kept."""
+        if fake:
+            return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean)
+        module = _module_for(x)
+        if module is not None:
+            dx, dw, db = module.backward(  # type: ignore[attr-defined]
+                grad, x, weight, bias, mean, invstd, relu, training
+            )
+            return dx, dw, db
+        if relu:
+            scale = invstd * (weight.float() if weight is not None else 1.0)
+            shift = (bias.float() if bias is not None else 0.0) - mean * scale
+            pre = x.float() * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+            grad = torch.where(pre > 0, grad, 0)
+        # eval mode reads the running statistics: the ones whose 1/sqrt(var + 0) is invstd
+        running = (None, None) if training else (mean, invstd.pow(-2))
+        dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+            grad, x, weight, *running, mean, invstd, training, 0.0, [True, True, True]
         )
-        return dx, dw, db
-    if relu:
-        scale = invstd * (weight.float() if weight is not None else 1.0)
-        shift = (bias.float() if bias is not None else 0.0) - mean * scale
-        pre = x.float() * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
-        grad = torch.where(pre > 0, grad, 0)
-    # eval mode reads the running statistics: the ones whose 1/sqrt(var + 0) is invstd
-    running = (None, None) if training else (mean, invstd.pow(-2))
-    dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-        grad, x, weight, *running, mean, invstd, training, 0.0, [True, True, True]
-    )
-    if dw is None:
-        dw = torch.zeros_like(mean)
-        db = torch.zeros_like(mean)
-    return dx, dw.float(), db.float()
+        if dw is None:
+            dw = torch.zeros_like(mean)
+            db = torch.zeros_like(mean)
+        return dx, dw.float(), db.float()
+
+    return batch_norm_relu_backward
 
 
-@batch_norm_relu_backward.register_fake
-def _(
-    grad: Tensor,
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    mean: Tensor,
-    invstd: Tensor,
-    relu: bool,
-    training: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean)
+batch_norm_relu_backward = torch.library.custom_op(
+    "cnnc_runtime::batch_norm_relu_backward", _backward_op(fake=False), mutates_args=()
+)
+batch_norm_relu_backward.register_fake(_backward_op(fake=True))
 
 
 def _setup(
     ctx: torch.autograd.function.FunctionCtx,
     inputs: tuple[object, ...],
-    output: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+    output: Outputs,
 ) -> None:
     x, weight, bias = inputs[0], inputs[1], inputs[2]
     ctx.save_for_backward(x, weight, bias, output[1], output[2])  # type: ignore[arg-type]
@@ -192,56 +263,10 @@ def _backward(
 batch_norm_relu.register_autograd(_backward, setup_context=_setup)
 
 
-@torch.library.custom_op("cnnc_runtime::batch_norm_add_relu", mutates_args=())
-def batch_norm_add_relu(
-    x: Tensor,
-    residual: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``relu(batch_norm(x) + residual)``, the end of a residual block, in one pass.
-
-    Returns what ``batch_norm_relu`` returns. The backward takes the ReLU mask from the
-    output and reuses ``batch_norm_relu_backward``; the residual's gradient is the masked
-    output gradient.
-    """
-    module = _module_for(x)
-    if module is not None and residual.dtype == x.dtype and residual.shape == x.shape:
-        y, mean, invstd, new_mean, new_var = module.forward(  # type: ignore[attr-defined]
-            x, weight, bias, running_mean, running_var, training, momentum, eps, True, residual
-        )
-        return y, mean, invstd, new_mean, new_var
-    y, mean, invstd, new_mean, new_var = _aten_forward(
-        x, weight, bias, running_mean, running_var, training, momentum, eps
-    )
-    return F.relu(y + residual), mean, invstd, new_mean, new_var
-
-
-@batch_norm_add_relu.register_fake
-def _(
-    x: Tensor,
-    residual: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dtype = torch.promote_types(x.dtype, residual.dtype)
-    return _fake_outputs(x, dtype, running_mean, running_var)
-
-
 def _setup_add(
     ctx: torch.autograd.function.FunctionCtx,
     inputs: tuple[object, ...],
-    output: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+    output: Outputs,
 ) -> None:
     x, residual, weight, bias = inputs[0], inputs[1], inputs[2], inputs[3]
     ctx.save_for_backward(x, weight, bias, output[1], output[2], output[0])  # type: ignore[arg-type]
@@ -288,19 +313,15 @@ class _EagerBatchNorm(torch.autograd.Function):
         residual: Tensor | None,
         weight: Tensor | None,
         bias: Tensor | None,
-        running_mean: Tensor | None,
-        running_var: Tensor | None,
-        training: bool,
-        momentum: float,
-        eps: float,
+        stats: Stats,
         relu: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
         y, mean, invstd, new_mean, new_var = module.forward(  # type: ignore[attr-defined]
-            x, weight, bias, running_mean, running_var, training, momentum, eps, relu, residual
+            x, weight, bias, *stats, relu, residual
         )
         saved = (x, weight, bias, mean, invstd, y if residual is not None else None)
         ctx.save_for_backward(*saved)  # type: ignore[arg-type]
-        ctx.flags = (module, relu, training)  # type: ignore[attr-defined]
+        ctx.flags = (module, relu, stats.training)  # type: ignore[attr-defined]
         ctx.mark_non_differentiable(new_mean, new_var)
         return y, new_mean, new_var
 
@@ -315,7 +336,7 @@ class _EagerBatchNorm(torch.autograd.Function):
         dx, dw, db, *masked = module.backward(grad, x, weight, bias, mean, invstd,
                                               relu and y is None, training, y)  # fmt: skip
         grads = _param_grads(dw, db, weight, bias is not None)
-        return None, dx, masked[0] if masked else None, *grads, *(None,) * 6
+        return None, dx, masked[0] if masked else None, *grads, None, None
 
 
 class FusedBatchNorm2d(nn.BatchNorm2d):
@@ -351,12 +372,12 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average
                 momentum = 1.0 / float(self.num_batches_tracked)
-        stats = (self.running_mean, self.running_var, use_batch_stats, momentum, self.eps)
+        stats = Stats(self.running_mean, self.running_var, use_batch_stats, momentum, self.eps)
         # torch.compile and torch.export trace the custom ops
         module = None if torch.compiler.is_compiling() else _eager_module(x, residual)
         if module is not None:
             y, new_mean, new_var = _EagerBatchNorm.apply(
-                module, x, residual, self.weight, self.bias, *stats,
+                module, x, residual, self.weight, self.bias, stats,
                 self.relu or residual is not None,
             )  # fmt: skip
         elif residual is not None:

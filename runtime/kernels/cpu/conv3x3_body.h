@@ -2,6 +2,8 @@
 // blocks where CNNC_AVX512_BF16 is defined, a plain C++ block (same inputs, same sums)
 // otherwise; packing, row tiles, planning and the stride-2 phases are shared.
 
+#include "padded_rows.h"
+
 constexpr int64_t kTileBytes = 65536;  // padded input rows per work item, sized for L1/L2
 
 using cnnc_bf16::from_bf16;
@@ -217,18 +219,9 @@ Plan plan(const Geometry& g) {
 
 // Copies the input rows output rows [h0, h0+rows) read into a zero-padded tile.
 void load_tile(const Geometry& g, const uint16_t* x, int64_t h0, int64_t rows, uint16_t* tile) {
-  const int64_t xrow = g.xrow();
-  for (int64_t r = 0; r < (rows - 1) * g.stride + 3; ++r) {
-    const int64_t h = h0 * g.stride - 1 + r;
-    uint16_t* dst = tile + r * xrow;
-    if (h < 0 || h >= g.h) {
-      std::memset(dst, 0, xrow * sizeof(uint16_t));
-      continue;
-    }
-    std::memset(dst, 0, g.ci * sizeof(uint16_t));
-    std::memcpy(dst + g.ci, x + h * g.w * g.ci, g.w * g.ci * sizeof(uint16_t));
-    std::memset(dst + (g.w + 1) * g.ci, 0, g.ci * sizeof(uint16_t));
-  }
+  fill_padded_rows(h0, rows, g.stride, g.h, g.w, g.ci, tile, [&](uint16_t* dst, int64_t h) {
+    std::memcpy(dst, x + h * g.w * g.ci, g.w * g.ci * sizeof(uint16_t));
+  });
 }
 
 void run(const Geometry& g, int columns, const uint16_t* x, const uint16_t* wp,

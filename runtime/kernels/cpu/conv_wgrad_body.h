@@ -2,6 +2,8 @@
 // `sweep` in AVX512-BF16 where CNNC_AVX512_BF16 is defined, in plain C++ (same data layout,
 // same sums) otherwise; tiles, work split and partial sums are shared.
 
+#include "padded_rows.h"
+
 constexpr int64_t kOutBlock = 8;      // output channels per register block (3 taps each)
 constexpr int64_t kTileBytes = 262144;    // x and gy row tile, sized to stay in L2
 constexpr int64_t kPartialBytes = 1 << 20;  // per-thread partial sums kept up to this size
@@ -113,20 +115,10 @@ void sweep(const Shape& s, const uint16_t* xb, const uint32_t* gb, float* acc, i
 // The padded, pair-interleaved input rows a tile of `rows` gradient rows from h0 reads.
 void load_x(const Shape& s, const uint16_t* x0, const uint16_t* x1, int64_t h0, int64_t rows,
             uint16_t* xb) {
-  const int64_t pos = s.ci * 2;
-  const int64_t xrow = (s.w + 2) * pos;
-  for (int64_t r = 0; r < (rows - 1) * s.stride + 3; ++r) {
-    const int64_t h = h0 * s.stride - 1 + r;
-    uint16_t* dst = xb + r * xrow;
-    if (h < 0 || h >= s.h) {
-      std::memset(dst, 0, xrow * sizeof(uint16_t));
-      continue;
-    }
-    std::memset(dst, 0, pos * sizeof(uint16_t));
-    std::memset(dst + (s.w + 1) * pos, 0, pos * sizeof(uint16_t));
+  fill_padded_rows(h0, rows, s.stride, s.h, s.w, s.ci * 2, xb, [&](uint16_t* dst, int64_t h) {
     const int64_t at = h * s.w * s.ci;
-    interleave(x0 + at, x1 ? x1 + at : nullptr, dst + pos, s.w * s.ci);
-  }
+    interleave(x0 + at, x1 ? x1 + at : nullptr, dst, s.w * s.ci);
+  });
 }
 
 // Adds image pair `pair`'s contribution to the output channels [o_begin, o_end) of acc.

@@ -39,35 +39,31 @@ namespace cnnc_scalar {
 #include CNNC_BODY
 }  // namespace cnnc_scalar
 
-#ifdef CNNC_PATH_AVX512
+// Enables `isa` (a string literal of target features) for the functions that follow, until
+// CNNC_TARGET_POP(); _Pragma lets one macro hold the clang and GCC spellings.
+#define CNNC_PRAGMA(...) _Pragma(#__VA_ARGS__)
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,fma"))), \
-                             apply_to = function)
+#define CNNC_TARGET_PUSH(isa) \
+  CNNC_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
+#define CNNC_TARGET_POP() CNNC_PRAGMA(clang attribute pop)
 #else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,fma")
+#define CNNC_TARGET_PUSH(isa) CNNC_PRAGMA(GCC push_options) CNNC_PRAGMA(GCC target(isa))
+#define CNNC_TARGET_POP() CNNC_PRAGMA(GCC pop_options)
 #endif
+
+#ifdef CNNC_PATH_AVX512
+CNNC_TARGET_PUSH("avx512f,avx512bw,avx512vl,fma")
 namespace cnnc_avx512 {
 #define CNNC_AVX512 1
 #include "simd.h"
 #include CNNC_BODY
 #undef CNNC_AVX512
 }  // namespace cnnc_avx512
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+CNNC_TARGET_POP()
 #endif
 
 #ifdef CNNC_PATH_AVX512_BF16
-#if defined(__clang__)
-#pragma clang attribute push( \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
-#endif
+CNNC_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512bf16,fma")
 namespace cnnc_avx512_bf16 {
 #define CNNC_AVX512 1
 #define CNNC_AVX512_BF16 1
@@ -76,11 +72,7 @@ namespace cnnc_avx512_bf16 {
 #undef CNNC_AVX512_BF16
 #undef CNNC_AVX512
 }  // namespace cnnc_avx512_bf16
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+CNNC_TARGET_POP()
 #endif
 
 namespace cnnc_paths {
@@ -150,17 +142,17 @@ void bind(pybind11::module_& m) {
 
 }  // namespace
 
+// A switch case calling `fn` of path `p` (enumerator Path::p, namespace cnnc_p).
+#define CNNC_CASE(p, fn, ...) \
+  case cnnc_paths::Path::p:   \
+    return cnnc_##p::fn(__VA_ARGS__);
 #ifdef CNNC_PATH_AVX512
-#define CNNC_CASE_AVX512(fn, ...) \
-  case cnnc_paths::Path::avx512:  \
-    return cnnc_avx512::fn(__VA_ARGS__);
+#define CNNC_CASE_AVX512(fn, ...) CNNC_CASE(avx512, fn, __VA_ARGS__)
 #else
 #define CNNC_CASE_AVX512(fn, ...)
 #endif
 #ifdef CNNC_PATH_AVX512_BF16
-#define CNNC_CASE_AVX512_BF16(fn, ...)  \
-  case cnnc_paths::Path::avx512_bf16:   \
-    return cnnc_avx512_bf16::fn(__VA_ARGS__);
+#define CNNC_CASE_AVX512_BF16(fn, ...) CNNC_CASE(avx512_bf16, fn, __VA_ARGS__)
 #else
 #define CNNC_CASE_AVX512_BF16(fn, ...)
 #endif

@@ -15,7 +15,8 @@ Three kernels, all in Triton (none goes through aten's ``convolution_backward``)
   as columns, one kernel tap per program on grid axis 1 and the pixel reduction
   ``N * OH * OW`` split over grid axis 2 into fp32 partials (split-K), summed afterwards.
 
-The structure, config lists and ``dot_acc`` helper are shared with ``runtime.kernels.triton.forward``.
+The structure, config lists and jit helpers (``dot_acc``, ``tile``, ``split_pixels``,
+``tap_dot``) are shared with ``runtime.kernels.triton.forward``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from runtime.kernels.conv_args import output_memory_format
+from runtime.kernels.conv_args import ConvArgs, output_memory_format
 from runtime.kernels.triton.forward import (
     FWD_CONFIGS,
     INTERPRETING,
@@ -34,16 +35,17 @@ from runtime.kernels.triton.forward import (
     grid_1d,
     launch,
     make_configs,
-    tile_ids,
+    split_pixels,
+    tap_dot,
+    tile,
+    tuned_configs,
 )
 
 MASK_GPU_CONFIGS: list[triton.Config] = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=4)
     for bm, bn in [(64, 64), (128, 16), (256, 32)]
 ]
-MASK_CONFIGS: list[triton.Config] = (
-    [triton.Config({"BLOCK_M": 256, "BLOCK_N": 32})] if INTERPRETING else MASK_GPU_CONFIGS
-)
+MASK_CONFIGS = tuned_configs(MASK_GPU_CONFIGS, [triton.Config({"BLOCK_M": 256, "BLOCK_N": 32})])
 # Rows are output channels and columns input channels, both small in early layers; the
 # reduction over pixels is long, so BLOCK_K (pixels per step) is the wide dimension.
 GRAD_WEIGHT_GPU_CONFIGS: list[triton.Config] = make_configs(
@@ -54,9 +56,7 @@ GRAD_WEIGHT_GPU_CONFIGS: list[triton.Config] = make_configs(
         (128, 64, 32, 8, 8, 3),
     ]
 )
-GRAD_WEIGHT_CONFIGS: list[triton.Config] = (
-    make_configs([(32, 32, 256, 1, 4, 1)]) if INTERPRETING else GRAD_WEIGHT_GPU_CONFIGS
-)
+GRAD_WEIGHT_CONFIGS = tuned_configs(GRAD_WEIGHT_GPU_CONFIGS, make_configs([(32, 32, 256, 1, 4, 1)]))
 
 
 @triton.autotune(configs=MASK_CONFIGS, key=["M", "K"], reset_to_zero=["bias_partial_ptr"])
@@ -65,7 +65,7 @@ def _relu_mask_bias_grad_kernel(
     # pointers
     gy_ptr, y_ptr, g_ptr, bias_partial_ptr,
     # shapes
-    M, K, OHW, OW,
+    M, K, OH, OW,
     # strides
     stride_gyn, stride_gyk, stride_gyh, stride_gyw,
     stride_yn, stride_yk, stride_yh, stride_yw,
@@ -82,9 +82,7 @@ def _relu_mask_bias_grad_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = (offs_m < M)[:, None] & (offs_n < K)[None, :]
-    n = (offs_m // OHW).to(tl.int64)
-    oh = (offs_m % OHW) // OW
-    ow = offs_m % OW
+    n, oh, ow = split_pixels(offs_m, OH, OW)
     cols = offs_n[None, :]
 
     # -- body: ReLU mask on the saved output, computed in fp32
@@ -120,18 +118,10 @@ def _conv2d_grad_input_kernel(
 ):  # fmt: skip
     """dx for one (BLOCK_M input pixels, BLOCK_N input channels) tile."""
     # -- program ids: one (input pixels, input channels) tile, grouped for weight reuse
-    M = N * H * W
-    pid_m, pid_n = tile_ids(tl.program_id(0), M, C, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m, offs_n, mask_m, mask_n = tile(tl.program_id(0), N * H * W, C, BLOCK_M, BLOCK_N, GROUP_M)
 
     # -- pointers: split each input pixel into (n, ih, iw)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    mask_m = offs_m < M
-    mask_n = offs_n < C
-    n = (offs_m // (H * W)).to(tl.int64)
-    ih = (offs_m // W) % H
-    iw = offs_m % W
+    n, ih, iw = split_pixels(offs_m, H, W)
     g_rows = g_ptr + n * stride_gn  # (BLOCK_M,)
     w_cols = w_ptr + offs_n * stride_wc  # (BLOCK_N,)
 
@@ -146,21 +136,10 @@ def _conv2d_grad_input_kernel(
             ow = tw // conv_stride_w
             mask_pix = mask_m & hit_h & (tw >= 0) & (tw % conv_stride_w == 0) & (ow < OW)
             g_tap = g_rows + oh * stride_gh + ow * stride_gw
-            w_tap = w_cols + kh * stride_wh + kw * stride_ww
-            for k0 in range(0, K, BLOCK_K):
-                ks = k0 + offs_k
-                mask_k = ks < K
-                a = tl.load(
-                    g_tap[:, None] + ks[None, :] * stride_gk,
-                    mask=mask_pix[:, None] & mask_k[None, :],
-                    other=0.0,
-                )  # (BLOCK_M, BLOCK_K)
-                b = tl.load(
-                    w_tap[None, :] + ks[:, None] * stride_wk,
-                    mask=mask_k[:, None] & mask_n[None, :],
-                    other=0.0,
-                )  # (BLOCK_K, BLOCK_N)
-                acc = dot_acc(a, b, acc, UPCAST, ALLOW_TF32)
+            acc = tap_dot(
+                acc, g_tap, mask_pix, stride_gk, w_cols, mask_n, stride_wk, K,
+                kh, kw, stride_wh, stride_ww, BLOCK_K, UPCAST, ALLOW_TF32,
+            )  # fmt: skip
 
     # -- epilogue: one cast, masked store
     dx_rows = n * stride_dxn + ih * stride_dxh + iw * stride_dxw
@@ -186,7 +165,7 @@ def _conv2d_grad_weight_kernel(
 ):  # fmt: skip
     """Partial dw[k, c, kh, kw] of one (BLOCK_M, BLOCK_N) tile, one tap, one pixel split."""
     # -- program ids: (out-channel, in-channel) tile on axis 0, tap on axis 1, split on axis 2
-    pid_m, pid_n = tile_ids(tl.program_id(0), K, C, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m, offs_n, mask_m, mask_n = tile(tl.program_id(0), K, C, BLOCK_M, BLOCK_N, GROUP_M)
     tap = tl.program_id(1)
     split = tl.program_id(2)
     kh = tap // KW
@@ -196,19 +175,13 @@ def _conv2d_grad_weight_kernel(
     P = N * OH * OW
     per_split = tl.cdiv(tl.cdiv(P, SPLITS), BLOCK_K) * BLOCK_K
     p_end = min(P, (split + 1) * per_split)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < K
-    mask_n = offs_n < C
 
     # -- K loop: pixel blocks; the input pixel each output pixel reads at this tap
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for p0 in range(0, per_split, BLOCK_K):
         ps = split * per_split + p0 + tl.arange(0, BLOCK_K)
         mask_p = ps < p_end
-        n = (ps // (OH * OW)).to(tl.int64)
-        oh = (ps // OW) % OH
-        ow = ps % OW
+        n, oh, ow = split_pixels(ps, OH, OW)
         ih = oh * conv_stride_h - pad_h + kh * dil_h
         iw = ow * conv_stride_w - pad_w + kw * dil_w
         mask_x = mask_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
@@ -260,7 +233,7 @@ def triton_relu_mask_bias_grad(
     min_block_m = min(c.kwargs["BLOCK_M"] for c in ([config] if config else MASK_CONFIGS))
     partial_rows = triton.cdiv(m, min_block_m) if has_bias else 0
     partial = torch.zeros((partial_rows, k), dtype=torch.float32, device=y.device)
-    args = (grad_y, y, g, partial, m, k, oh * ow, ow, *grad_y.stride(), *y.stride(), *g.stride())
+    args = (grad_y, y, g, partial, m, k, oh, ow, *grad_y.stride(), *y.stride(), *g.stride())
     launch(_relu_mask_bias_grad_kernel, _grid_2d(m, k), args, {"HAS_BIAS": has_bias}, config)
     return g, (partial.sum(0).to(y.dtype) if has_bias else None)
 
@@ -269,9 +242,7 @@ def triton_conv2d_grad_input(
     g: torch.Tensor,
     x: torch.Tensor,
     weight: torch.Tensor,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
+    conv: ConvArgs,
     config: triton.Config | None = None,
 ) -> torch.Tensor:
     """Gradient of ``conv2d`` with respect to its input, by the Triton kernel.
@@ -280,9 +251,7 @@ def triton_conv2d_grad_input(
         g: ``(N, K, OH, OW)`` gradient at the conv output (ReLU mask already applied).
         x: the forward input; only its shape, dtype and memory format are read.
         weight: ``(K, C, KH, KW)`` filters.
-        stride: ``[stride_h, stride_w]``.
-        padding: ``[pad_h, pad_w]``.
-        dilation: ``[dil_h, dil_w]``.
+        conv: stride, padding and dilation per axis.
         config: launch with this config (one of ``FWD_GPU_CONFIGS``) instead of autotuning.
 
     Returns:
@@ -294,7 +263,7 @@ def triton_conv2d_grad_input(
     args = (
         g, weight, dx,
         n, c, h, w, k, oh, ow, weight.shape[2], weight.shape[3],
-        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+        *conv.per_axis(),
         *g.stride(), *weight.stride(), *dx.stride(),
     )  # fmt: skip
     launch(_conv2d_grad_input_kernel, grid_1d(n * h * w, c), args, dot_flags(x.dtype), config)
@@ -316,9 +285,7 @@ def triton_conv2d_grad_weight(
     g: torch.Tensor,
     x: torch.Tensor,
     weight: torch.Tensor,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
+    conv: ConvArgs,
     splits: int | None = None,
     config: triton.Config | None = None,
 ) -> torch.Tensor:
@@ -328,9 +295,7 @@ def triton_conv2d_grad_weight(
         g: ``(N, K, OH, OW)`` gradient at the conv output (ReLU mask already applied).
         x: ``(N, C, H, W)`` forward input.
         weight: ``(K, C, KH, KW)`` filters; only shape, dtype and memory format are read.
-        stride: ``[stride_h, stride_w]``.
-        padding: ``[pad_h, pad_w]``.
-        dilation: ``[dil_h, dil_w]``.
+        conv: stride, padding and dilation per axis.
         splits: how many fp32 partials the pixel reduction is split into; None picks
             ``default_weight_grad_splits``.
         config: launch with this config (one of ``GRAD_WEIGHT_GPU_CONFIGS``), no autotuning.
@@ -346,7 +311,7 @@ def triton_conv2d_grad_weight(
     args = (
         g, x, partial,
         n, c, h, w, k, oh, ow, kh, kw, splits,
-        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+        *conv.per_axis(),
         *g.stride(), *x.stride(),
     )  # fmt: skip
     grid = lambda meta: (grid_1d(k, c)(meta)[0], kh * kw, splits)  # noqa: E731
@@ -360,9 +325,7 @@ def triton_conv2d_relu_backward(
     y: torch.Tensor,
     x: torch.Tensor,
     weight: torch.Tensor,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
+    conv: ConvArgs,
     output_mask: list[bool],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of ``relu(conv2d(x, weight, bias))``, every step in Triton.
@@ -372,23 +335,13 @@ def triton_conv2d_relu_backward(
         y: the fused op's output (its sign is the ReLU mask).
         x: forward input.
         weight: forward filters.
-        stride: ``[stride_h, stride_w]``.
-        padding: ``[pad_h, pad_w]``.
-        dilation: ``[dil_h, dil_w]``.
+        conv: stride, padding and dilation per axis.
         output_mask: ``[input, weight, bias]`` gradients wanted.
 
     Returns:
         ``(grad_x, grad_weight, grad_bias)``, None where the mask says not wanted.
     """
     g, grad_b = triton_relu_mask_bias_grad(grad_y, y, has_bias=output_mask[2])
-    grad_x = (
-        triton_conv2d_grad_input(g, x, weight, stride, padding, dilation)
-        if output_mask[0]
-        else None
-    )
-    grad_w = (
-        triton_conv2d_grad_weight(g, x, weight, stride, padding, dilation)
-        if output_mask[1]
-        else None
-    )
+    grad_x = triton_conv2d_grad_input(g, x, weight, conv) if output_mask[0] else None
+    grad_w = triton_conv2d_grad_weight(g, x, weight, conv) if output_mask[1] else None
     return grad_x, grad_w, grad_b

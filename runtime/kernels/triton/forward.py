@@ -10,10 +10,12 @@ accumulator before the single cast and store. Every tensor stride is an argument
 compiled kernel serves NCHW and channels-last inputs. The structure follows Triton's
 tutorial 03-matrix-multiplication: program ids -> pointers -> K loop -> epilogue.
 
-Also owned here: the autotune config lists (one small config under ``TRITON_INTERPRET=1``,
-where the interpreter runs every program in Python), the ``dot_acc`` helper that works around
-the interpreter's bf16 ``tl.dot`` (it multiplies the raw uint16 storage), and the launcher
-``triton_conv2d_relu``, callable on CPU tensors under the interpreter.
+Also owned here, shared with the backward kernels: the autotune config lists (one small
+config under ``TRITON_INTERPRET=1``, where the interpreter runs every program in Python), the
+``dot_acc`` helper that works around the interpreter's bf16 ``tl.dot`` (it multiplies the raw
+uint16 storage), the jit helpers every kernel's prologue and K loop are made of (``tile``,
+``split_pixels``, ``tap_dot``), and the launcher ``triton_conv2d_relu``, callable on CPU
+tensors under the interpreter.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from runtime.kernels.conv_args import conv2d_output_shape, output_memory_format
+from runtime.kernels.conv_args import ConvArgs, conv2d_output_shape, output_memory_format
 
 INTERPRETING: bool = bool(triton.knobs.runtime.interpret)
 
@@ -42,6 +44,15 @@ def make_configs(shapes: list[tuple[int, int, int, int, int, int]]) -> list[trit
     ]
 
 
+def tuned_configs(
+    gpu: list[triton.Config], interpreted: list[triton.Config]
+) -> list[triton.Config]:
+    """The configs a kernel autotunes over in this process: ``gpu`` when compiled, else
+    ``interpreted``; the interpreter's cost is Python per program and per loop step, so it
+    gets one config of few, wide programs."""
+    return interpreted if INTERPRETING else gpu
+
+
 # Tensor-core tiles from the matmul tutorial, plus narrow-N tiles for layers with few
 # output channels (LeNet's 6 and 16), where a 64-wide tile would be mostly masked.
 FWD_GPU_CONFIGS: list[triton.Config] = make_configs(
@@ -55,10 +66,7 @@ FWD_GPU_CONFIGS: list[triton.Config] = make_configs(
         (64, 32, 16, 8, 2, 4),
     ]
 )
-# The interpreter's cost is Python per program and per loop step: few, wide programs.
-FWD_CONFIGS: list[triton.Config] = (
-    make_configs([(256, 32, 32, 4, 4, 1)]) if INTERPRETING else FWD_GPU_CONFIGS
-)
+FWD_CONFIGS = tuned_configs(FWD_GPU_CONFIGS, make_configs([(256, 32, 32, 4, 4, 1)]))
 
 
 def dot_flags(dtype: torch.dtype) -> dict[str, bool]:
@@ -95,6 +103,51 @@ def tile_ids(pid, rows, cols, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROU
     return pid_m, pid_n
 
 
+@triton.jit
+def tile(pid, rows, cols, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Row and column offsets of program ``pid``'s grouped tile of a rows x cols output, and
+    their in-range masks: ``(offs_m, offs_n, mask_m, mask_n)``."""
+    pid_m, pid_n = tile_ids(pid, rows, cols, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    return offs_m, offs_n, offs_m < rows, offs_n < cols
+
+
+@triton.jit
+def split_pixels(offs, H, W):
+    """Flat pixel indices over (N, H, W) as ``(n, h, w)``; ``n`` in int64 for the offsets."""
+    return (offs // (H * W)).to(tl.int64), (offs // W) % H, offs % W
+
+
+@triton.jit
+def tap_dot(
+    acc, a_rows, mask_a, stride_a, w_cols, mask_b, stride_b, C,
+    kh, kw, stride_wh, stride_ww,
+    BLOCK_K: tl.constexpr, UPCAST: tl.constexpr, ALLOW_TF32: tl.constexpr,
+):  # fmt: skip
+    """``acc`` plus ``A @ B`` at weight tap ``(kh, kw)``, reduced over C channels in BLOCK_K
+    blocks: ``A[i, c] = *(a_rows[i] + c * stride_a)``, ``B[c, j] = *(b_cols[j] + c * stride_b)``
+    with ``b_cols = w_cols + kh * stride_wh + kw * stride_ww``; masked rows, columns and
+    channels read zero (padding is a masked load)."""
+    b_cols = w_cols + kh * stride_wh + kw * stride_ww
+    offs_c = tl.arange(0, BLOCK_K)
+    for c0 in range(0, C, BLOCK_K):
+        cs = c0 + offs_c
+        mask_c = cs < C
+        a = tl.load(
+            a_rows[:, None] + cs[None, :] * stride_a,
+            mask=mask_a[:, None] & mask_c[None, :],
+            other=0.0,
+        )  # (BLOCK_M, BLOCK_K)
+        b = tl.load(
+            b_cols[None, :] + cs[:, None] * stride_b,
+            mask=mask_c[:, None] & mask_b[None, :],
+            other=0.0,
+        )  # (BLOCK_K, BLOCK_N)
+        acc = dot_acc(a, b, acc, UPCAST, ALLOW_TF32)
+    return acc
+
+
 @triton.autotune(configs=FWD_CONFIGS, key=["N", "C", "H", "W", "K", "KH", "KW", "stride_xc"])
 @triton.jit
 def _conv2d_relu_fwd_kernel(
@@ -114,18 +167,12 @@ def _conv2d_relu_fwd_kernel(
 ):  # fmt: skip
     """y = relu(conv2d(x, w) + b) for one (BLOCK_M pixels, BLOCK_N channels) output tile."""
     # -- program ids: one (output pixels, output channels) tile, grouped for weight reuse
-    M = N * OH * OW
-    pid_m, pid_n = tile_ids(tl.program_id(0), M, K, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m, offs_n, mask_m, mask_n = tile(
+        tl.program_id(0), N * OH * OW, K, BLOCK_M, BLOCK_N, GROUP_M
+    )
 
     # -- pointers: split each output pixel into (n, oh, ow) and find its input window corner
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_c = tl.arange(0, BLOCK_K)
-    mask_m = offs_m < M
-    mask_n = offs_n < K
-    n = (offs_m // (OH * OW)).to(tl.int64)
-    oh = (offs_m // OW) % OH
-    ow = offs_m % OW
+    n, oh, ow = split_pixels(offs_m, OH, OW)
     ih0 = oh * conv_stride_h - pad_h
     iw0 = ow * conv_stride_w - pad_w
     x_rows = x_ptr + n * stride_xn  # (BLOCK_M,)
@@ -139,21 +186,10 @@ def _conv2d_relu_fwd_kernel(
             iw = iw0 + kw * dil_w
             mask_pix = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             x_tap = x_rows + ih * stride_xh + iw * stride_xw
-            w_tap = w_cols + kh * stride_wh + kw * stride_ww
-            for c0 in range(0, C, BLOCK_K):
-                cs = c0 + offs_c
-                mask_c = cs < C
-                a = tl.load(
-                    x_tap[:, None] + cs[None, :] * stride_xc,
-                    mask=mask_pix[:, None] & mask_c[None, :],
-                    other=0.0,
-                )  # (BLOCK_M, BLOCK_K)
-                b = tl.load(
-                    w_tap[None, :] + cs[:, None] * stride_wc,
-                    mask=mask_c[:, None] & mask_n[None, :],
-                    other=0.0,
-                )  # (BLOCK_K, BLOCK_N)
-                acc = dot_acc(a, b, acc, UPCAST, ALLOW_TF32)
+            acc = tap_dot(
+                acc, x_tap, mask_pix, stride_xc, w_cols, mask_n, stride_wc, C,
+                kh, kw, stride_wh, stride_ww, BLOCK_K, UPCAST, ALLOW_TF32,
+            )  # fmt: skip
 
     # -- epilogue: bias and ReLU on the fp32 accumulator, one cast, masked store
     if HAS_BIAS:
@@ -191,9 +227,7 @@ def triton_conv2d_relu(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
+    conv: ConvArgs,
     config: triton.Config | None = None,
 ) -> torch.Tensor:
     """``relu(conv2d(x, weight, bias))`` computed by the Triton kernel.
@@ -205,21 +239,19 @@ def triton_conv2d_relu(
         x: ``(N, C, H, W)`` input, NCHW or channels-last, fp32/fp16/bf16.
         weight: ``(K, C, KH, KW)`` filters of ``x``'s dtype, any strides.
         bias: ``(K,)`` or ``None``.
-        stride: ``[stride_h, stride_w]``.
-        padding: ``[pad_h, pad_w]`` zeros on each side.
-        dilation: ``[dil_h, dil_w]``.
+        conv: stride, zero padding (each side) and dilation per axis.
         config: launch with this config (one of ``FWD_GPU_CONFIGS``) instead of autotuning.
 
     Returns:
         ``(N, K, OH, OW)`` in ``x``'s dtype and memory format.
     """
-    shape = conv2d_output_shape(x.shape, weight.shape, stride, padding, dilation)
+    shape = conv2d_output_shape(x.shape, weight.shape, *conv.as_lists())
     y = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x))
     n, k, oh, ow = shape
     args = (
         x, weight, weight if bias is None else bias, y,
         n, x.shape[1], x.shape[2], x.shape[3], k, oh, ow, weight.shape[2], weight.shape[3],
-        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+        *conv.per_axis(),
         *x.stride(), *weight.stride(), *y.stride(),
     )  # fmt: skip
     meta = {"HAS_BIAS": bias is not None, **dot_flags(x.dtype)}

@@ -3,7 +3,10 @@
 This file owns the torch.library side of the fused conv2d + bias + ReLU: two functional
 custom ops (forward, and a backward op so the backward is opaque to tracing too), their fake
 implementations (shapes from ``conv_args``, so torch.compile and torch.export trace them
-without graph breaks), the autograd formula, and which implementation runs where:
+without graph breaks), the autograd formula, and which implementation runs where. Each op's
+schema is written once, in a factory (``_forward_op``, ``_backward_op``) that turns the
+schema's lists into a ``ConvArgs`` and calls the implementation a picker chooses; the real op
+and its fake are the same factory with different pickers:
 
 - CUDA tensors: the Triton kernels of ``triton.forward`` / ``triton.backward`` (forward,
   ReLU mask + bias grad, grad_input and grad_weight all in Triton) for fp32/fp16/bf16; other
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -56,11 +60,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from runtime.kernels.conv_args import conv2d_output_shape, output_memory_format
+from runtime.kernels.conv_args import ConvArgs, conv2d_output_shape, output_memory_format
 
 LOG = logging.getLogger("runtime.kernels")
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _logged_reasons: set[str] = set()
+
+Grads = tuple[Tensor | None, Tensor | None, Tensor | None]
+# An implementation of each op, with the hyper-parameters as one ConvArgs.
+ForwardKernel = Callable[[Tensor, Tensor, Tensor | None, ConvArgs], Tensor]
+BackwardKernel = Callable[[Tensor, Tensor, Tensor, Tensor, ConvArgs, list[bool]], Grads]
+# The ops' schemas: (x, weight, bias, stride, padding, dilation) and
+# (grad_y, y, x, weight, stride, padding, dilation, output_mask).
+ForwardSchema = Callable[[Tensor, Tensor, Tensor | None, list[int], list[int], list[int]], Tensor]
+BackwardSchema = Callable[
+    [Tensor, Tensor, Tensor, Tensor, list[int], list[int], list[int], list[bool]],
+    tuple[Tensor, Tensor, Tensor],
+]
 
 
 def log_once(reason: str) -> None:
@@ -93,83 +109,6 @@ def _mkldnn_supports(dtype: torch.dtype) -> bool:
     return False
 
 
-def _aten_forward(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-) -> Tensor:
-    y = torch.relu_(F.conv2d(x, weight, bias, stride, padding, dilation))
-    return y.contiguous(memory_format=output_memory_format(x))
-
-
-def _aten_backward(
-    grad_y: Tensor,
-    y: Tensor,
-    x: Tensor,
-    weight: Tensor,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-    output_mask: list[bool],
-) -> tuple[Tensor, Tensor, Tensor]:
-    g = torch.ops.aten.threshold_backward(grad_y, y, 0)
-    bias_sizes = [weight.shape[0]] if output_mask[2] else None
-    grads = torch.ops.aten.convolution_backward(
-        g, x, weight, bias_sizes, stride, padding, dilation, False, [0, 0], 1, output_mask
-    )
-    return _fill_masked(grads, x, weight)
-
-
-def _or_empty(grad: Tensor | None, layout_of: Tensor) -> Tensor:
-    """``grad`` in ``layout_of``'s memory format, or a fresh empty tensor when not computed
-    (a custom op's outputs may not alias each other, so each gets its own)."""
-    if grad is None:
-        return layout_of.new_empty(0)
-    if grad.dim() != 4:
-        return grad.contiguous()
-    return grad.contiguous(memory_format=output_memory_format(layout_of))
-
-
-def _fill_masked(
-    grads: tuple[Tensor | None, Tensor | None, Tensor | None], x: Tensor, weight: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The three gradients the backward schema returns, laid out as the fake impl promises."""
-    grad_x, grad_w, grad_b = grads
-    return _or_empty(grad_x, x), _or_empty(grad_w, weight), _or_empty(grad_b, weight)
-
-
-@torch.library.custom_op("cnnc_runtime::conv2d_relu", mutates_args=())
-def _conv2d_relu_op(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-) -> Tensor:
-    return _aten_forward(x, weight, bias, stride, padding, dilation)
-
-
-@_conv2d_relu_op.register_kernel("cpu")
-def _conv2d_relu_cpu(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-) -> Tensor:
-    if not _mkldnn_supports(x.dtype):
-        return _aten_forward(x, weight, bias, stride, padding, dilation)
-    y: Tensor = torch.ops.mkldnn._convolution_pointwise(
-        x, weight, bias, padding, stride, dilation, 1, "relu", [], ""
-    )
-    return y.contiguous(memory_format=output_memory_format(x))
-
-
 def _triton_declines(x: Tensor, weight: Tensor) -> str | None:
     """Why these CUDA inputs go to aten instead of Triton, or None.
 
@@ -182,88 +121,151 @@ def _triton_declines(x: Tensor, weight: Tensor) -> str | None:
     return None
 
 
-@_conv2d_relu_op.register_kernel("cuda")
-def _conv2d_relu_cuda(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-) -> Tensor:
+def _aten_forward(x: Tensor, weight: Tensor, bias: Tensor | None, conv: ConvArgs) -> Tensor:
+    y = torch.relu_(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation))
+    return y.contiguous(memory_format=output_memory_format(x))
+
+
+def _mkldnn_forward(x: Tensor, weight: Tensor, bias: Tensor | None, conv: ConvArgs) -> Tensor:
+    y: Tensor = torch.ops.mkldnn._convolution_pointwise(
+        x, weight, bias, conv.padding, conv.stride, conv.dilation, 1, "relu", [], ""
+    )
+    return y.contiguous(memory_format=output_memory_format(x))
+
+
+def _fake_forward(x: Tensor, weight: Tensor, bias: Tensor | None, conv: ConvArgs) -> Tensor:
+    shape = conv2d_output_shape(x.shape, weight.shape, *conv.as_lists())
+    return x.new_empty(shape).contiguous(memory_format=output_memory_format(x))
+
+
+def _forward_kernel(x: Tensor, weight: Tensor) -> ForwardKernel:
+    """The forward for these inputs' device and dtype (see the module docstring)."""
+    if x.device.type == "cpu":
+        return _mkldnn_forward if _mkldnn_supports(x.dtype) else _aten_forward
+    if x.device.type != "cuda":
+        return _aten_forward
     kernels = _triton_kernels()
     reason = _triton_declines(x, weight)
     if kernels is None or reason is not None:
         log_once(f"conv2d_relu: {reason or 'triton unavailable'}; using aten")
-        return _aten_forward(x, weight, bias, stride, padding, dilation)
-    y: Tensor = kernels[0].triton_conv2d_relu(x, weight, bias, stride, padding, dilation)
-    return y
+        return _aten_forward
+    triton_forward: ForwardKernel = kernels[0].triton_conv2d_relu
+    return triton_forward
 
 
-@_conv2d_relu_op.register_fake
-def _conv2d_relu_fake(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-) -> Tensor:
-    shape = conv2d_output_shape(x.shape, weight.shape, stride, padding, dilation)
-    return x.new_empty(shape).contiguous(memory_format=output_memory_format(x))
-
-
-@torch.library.custom_op("cnnc_runtime::conv2d_relu_backward", mutates_args=())
-def _conv2d_relu_backward_op(
-    grad_y: Tensor,
-    y: Tensor,
-    x: Tensor,
-    weight: Tensor,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-    output_mask: list[bool],
-) -> tuple[Tensor, Tensor, Tensor]:
-    return _aten_backward(grad_y, y, x, weight, stride, padding, dilation, output_mask)
-
-
-@_conv2d_relu_backward_op.register_kernel("cuda")
-def _conv2d_relu_backward_cuda(
-    grad_y: Tensor,
-    y: Tensor,
-    x: Tensor,
-    weight: Tensor,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-    output_mask: list[bool],
-) -> tuple[Tensor, Tensor, Tensor]:
-    kernels = _triton_kernels()
-    if kernels is None or _triton_declines(x, weight) is not None:
-        return _aten_backward(grad_y, y, x, weight, stride, padding, dilation, output_mask)
-    grads = kernels[1].triton_conv2d_relu_backward(
-        grad_y, y, x, weight, stride, padding, dilation, output_mask
+def _aten_backward(
+    grad_y: Tensor, y: Tensor, x: Tensor, weight: Tensor, conv: ConvArgs, output_mask: list[bool]
+) -> Grads:
+    g = torch.ops.aten.threshold_backward(grad_y, y, 0)
+    bias_sizes = [weight.shape[0]] if output_mask[2] else None
+    grads: Grads = torch.ops.aten.convolution_backward(
+        g,
+        x,
+        weight,
+        bias_sizes,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        False,
+        [0, 0],
+        1,
+        output_mask,
     )
-    return _fill_masked(grads, x, weight)
+    return grads
 
 
-@_conv2d_relu_backward_op.register_fake
-def _conv2d_relu_backward_fake(
-    grad_y: Tensor,
-    y: Tensor,
-    x: Tensor,
-    weight: Tensor,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-    output_mask: list[bool],
-) -> tuple[Tensor, Tensor, Tensor]:
-    grads = (
+def _fake_backward(
+    grad_y: Tensor, y: Tensor, x: Tensor, weight: Tensor, conv: ConvArgs, output_mask: list[bool]
+) -> Grads:
+    return (
         x.new_empty(x.shape) if output_mask[0] else None,
         weight.new_empty(weight.shape) if output_mask[1] else None,
         weight.new_empty(weight.shape[:1]) if output_mask[2] else None,
     )
-    return _fill_masked(grads, x, weight)
+
+
+def _backward_kernel(x: Tensor, weight: Tensor) -> BackwardKernel:
+    """The backward for these inputs: Triton on CUDA where the forward took it, else aten."""
+    kernels = _triton_kernels() if x.device.type == "cuda" else None
+    if kernels is None or _triton_declines(x, weight) is not None:
+        return _aten_backward
+    triton_backward: BackwardKernel = kernels[1].triton_conv2d_relu_backward
+    return triton_backward
+
+
+def _or_empty(grad: Tensor | None, layout_of: Tensor) -> Tensor:
+    """``grad`` in ``layout_of``'s memory format, or a fresh empty tensor when not computed
+    (a custom op's outputs may not alias each other, so each gets its own)."""
+    if grad is None:
+        return layout_of.new_empty(0)
+    if grad.dim() != 4:
+        return grad.contiguous()
+    return grad.contiguous(memory_format=output_memory_format(layout_of))
+
+
+def _forward_op(kernel_for: Callable[[Tensor, Tensor], ForwardKernel]) -> ForwardSchema:
+    """The forward op's body in its schema's terms, run by ``kernel_for(x, weight)``."""
+
+    def conv2d_relu(
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+    ) -> Tensor:
+        """``relu(conv2d(x, weight, bias, stride, padding, dilation))`` as one custom op.
+
+        Differentiable, traceable by torch.compile (``fullgraph=True``) and kept by
+        torch.export as ``torch.ops.cnnc_runtime.conv2d_relu``. groups=1 and zero padding.
+
+        Args:
+            x: ``(N, C, H, W)`` input, NCHW or channels-last.
+            weight: ``(K, C, KH, KW)`` filters of ``x``'s dtype.
+            bias: ``(K,)`` or None.
+            stride: ``[stride_h, stride_w]``.
+            padding: ``[pad_h, pad_w]``, zeros on each side.
+            dilation: ``[dil_h, dil_w]``.
+
+        Returns:
+            ``(N, K, OH, OW)`` in ``x``'s dtype; channels-last exactly when ``x`` is.
+        """
+        conv = ConvArgs.from_lists(stride, padding, dilation)
+        return kernel_for(x, weight)(x, weight, bias, conv)
+
+    return conv2d_relu
+
+
+def _backward_op(kernel_for: Callable[[Tensor, Tensor], BackwardKernel]) -> BackwardSchema:
+    """The backward op's body in its schema's terms, run by ``kernel_for(x, weight)``."""
+
+    def conv2d_relu_backward(
+        grad_y: Tensor,
+        y: Tensor,
+        x: Tensor,
+        weight: Tensor,
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+        output_mask: list[bool],
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(grad_x, grad_weight, grad_bias) of ``conv2d_relu`` for ``output_mask``; the three
+        gradients the schema returns, laid out as the fake promises (empty where unmasked)."""
+        conv = ConvArgs.from_lists(stride, padding, dilation)
+        grad_x, grad_w, grad_b = kernel_for(x, weight)(grad_y, y, x, weight, conv, output_mask)
+        return _or_empty(grad_x, x), _or_empty(grad_w, weight), _or_empty(grad_b, weight)
+
+    return conv2d_relu_backward
+
+
+_conv2d_relu_op = torch.library.custom_op(
+    "cnnc_runtime::conv2d_relu", _forward_op(_forward_kernel), mutates_args=()
+)
+_conv2d_relu_op.register_fake(_forward_op(lambda x, weight: _fake_forward))
+_conv2d_relu_backward_op = torch.library.custom_op(
+    "cnnc_runtime::conv2d_relu_backward", _backward_op(_backward_kernel), mutates_args=()
+)
+_conv2d_relu_backward_op.register_fake(_backward_op(lambda x, weight: _fake_backward))
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -288,30 +290,6 @@ def _backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
 
 _conv2d_relu_op.register_autograd(_backward, setup_context=_setup_context)
 
-
-def conv2d_relu(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-) -> Tensor:
-    """``relu(conv2d(x, weight, bias, stride, padding, dilation))`` as one custom op.
-
-    Differentiable, traceable by torch.compile (``fullgraph=True``) and kept by torch.export
-    as ``torch.ops.cnnc_runtime.conv2d_relu``. groups=1 and zero padding only.
-
-    Args:
-        x: ``(N, C, H, W)`` input, NCHW or channels-last.
-        weight: ``(K, C, KH, KW)`` filters of ``x``'s dtype.
-        bias: ``(K,)`` or None.
-        stride: ``[stride_h, stride_w]``.
-        padding: ``[pad_h, pad_w]``, zeros on each side.
-        dilation: ``[dil_h, dil_w]``.
-
-    Returns:
-        ``(N, K, OH, OW)`` in ``x``'s dtype; channels-last exactly when ``x`` is.
-    """
-    y: Tensor = torch.ops.cnnc_runtime.conv2d_relu(x, weight, bias, stride, padding, dilation)
-    return y
+# The public entry point is the op itself (documented on ``_forward_op``'s body): called
+# through ``torch.ops`` so that torch.compile and torch.export record the op packet.
+conv2d_relu = torch.ops.cnnc_runtime.conv2d_relu
