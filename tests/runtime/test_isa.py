@@ -11,7 +11,7 @@ from runtime.errors import ConfigError
 from runtime.kernels.cpu import isa
 
 AVX2_ONLY = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c"})
-ZEN4 = AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"}
+ZEN4 = AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"}
 SAPPHIRE = ZEN4 | {"amx_bf16", "amx_tile"}
 
 
@@ -30,7 +30,11 @@ def x86(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         (frozenset({"avx2"}), ("scalar",)),  # AVX2 without FMA is not the avx2 level
         (AVX2_ONLY, ("scalar", "avx2")),
         (AVX2_ONLY | {"avx512f", "avx512bw"}, ("scalar", "avx2")),  # no VL
-        (AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl"}, ("scalar", "avx2", "avx512")),
+        (AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl"}, ("scalar", "avx2")),  # no DQ
+        (
+            AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512dq"},
+            ("scalar", "avx2", "avx512"),
+        ),
         (ZEN4, ("scalar", "avx2", "avx512", "avx512_bf16")),
         (ZEN4 | {"amx_tile"}, ("scalar", "avx2", "avx512", "avx512_bf16")),  # no AMX-BF16
         (SAPPHIRE, ("scalar", "avx2", "avx512", "avx512_bf16", "amx")),
@@ -104,6 +108,7 @@ def test_use_sets_the_level_for_a_block_only() -> None:
         (("scalar",), "avx512_bf16", "scalar"),
         (("scalar", "avx512_bf16"), "amx", "avx512_bf16"),
         (("scalar", "neon"), "avx512", "scalar"),  # another architecture's path
+        (("avx2", "avx512"), "scalar", "avx2"),  # none at or below: the lowest (a baseline)
     ],
 )
 def test_a_kernel_runs_its_best_path_not_above_the_level(

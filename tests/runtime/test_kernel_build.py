@@ -26,7 +26,6 @@ def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """A process that has loaded no kernel yet (torch's on-disk cache stays)."""
     monkeypatch.setattr(cpu_ext, "_modules", {})
     monkeypatch.setattr(cpu_ext, "_reasons", {})
-    monkeypatch.setattr(cpu_ext, "_selected", {})
 
 
 @pytest.mark.parametrize(

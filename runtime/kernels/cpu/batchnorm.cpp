@@ -26,7 +26,6 @@
 #include <vector>
 
 #define CNNC_BODY "batchnorm_body.h"
-#define CNNC_PATH_AVX512 1
 #include "paths.h"
 
 std::vector<at::Tensor> forward(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
@@ -35,7 +34,7 @@ std::vector<at::Tensor> forward(const at::Tensor& input, const c10::optional<at:
                                 const c10::optional<at::Tensor>& running_var, bool training,
                                 double momentum, double eps, bool relu,
                                 const c10::optional<at::Tensor>& residual) {
-  return CNNC_DISPATCH(bn_forward, input, weight, bias, running_mean, running_var, training,
+  return cnnc_kernel::bn_forward(input, weight, bias, running_mean, running_var, training,
                        momentum, eps, relu, residual);
 }
 
@@ -45,7 +44,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& i
                                  const at::Tensor& save_mean, const at::Tensor& save_invstd,
                                  bool relu, bool training,
                                  const c10::optional<at::Tensor>& output) {
-  return CNNC_DISPATCH(bn_backward, grad_out, input, weight, bias, save_mean, save_invstd, relu,
+  return cnnc_kernel::bn_backward(grad_out, input, weight, bias, save_mean, save_invstd, relu,
                        training, output);
 }
 

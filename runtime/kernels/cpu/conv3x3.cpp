@@ -41,7 +41,6 @@
 #include "bf16.h"
 
 #define CNNC_BODY "conv3x3_body.h"
-#define CNNC_PATH_AVX512_BF16 1
 #include "paths.h"
 
 // x: (N, Ci, H, W) bf16 channels-last. weight: (Co, Ci, k, k), or with `transposed` the
@@ -52,7 +51,7 @@
 torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& weight,
                       const c10::optional<torch::Tensor>& bias, int64_t stride, bool transposed,
                       const std::vector<int64_t>& size) {
-  return CNNC_DISPATCH(conv3x3_apply, x, weight, bias, stride, transposed, size);
+  return cnnc_kernel::conv3x3_apply(x, weight, bias, stride, transposed, size);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -38,13 +38,12 @@
 #include "bf16.h"
 
 #define CNNC_BODY "conv_wgrad_body.h"
-#define CNNC_PATH_AVX512_BF16 1
 #include "paths.h"
 
 // x: (N, Ci, H, W) bf16, channels-last; grad: (N, Co, OH, OW) bf16, channels-last.
 // Returns dW: (Co, Ci, 3, 3) bf16, channels-last.
 torch::Tensor weight_grad(const torch::Tensor& x, const torch::Tensor& grad, int64_t stride) {
-  return CNNC_DISPATCH(wgrad_apply, x, grad, stride);
+  return cnnc_kernel::wgrad_apply(x, grad, stride);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -23,11 +23,10 @@
 #include <type_traits>
 
 #define CNNC_BODY "dropout_body.h"
-#define CNNC_PATH_AVX512 1
 #include "paths.h"
 
 torch::Tensor apply(const torch::Tensor& x, double p, int64_t s0, int64_t s1) {
-  return CNNC_DISPATCH(dropout_apply, x, p, s0, s1);
+  return cnnc_kernel::dropout_apply(x, p, s0, s1);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

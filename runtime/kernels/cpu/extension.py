@@ -1,17 +1,21 @@
 """Building and loading cnnc's C++ CPU extensions (``runtime/kernels/cpu/*.cpp`` and the
 allocator of ``runtime/memory/allocator.cpp``).
 
-Each kernel is compiled on its first use on a machine, with torch's own extension builder
-(the C++ toolchain torch.compile's CPU backend needs too), and cached by torch under
-``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later processes load it
-in milliseconds. Only the kernels a run uses are built, several at once (one compiler per
-core). Before a build starts, one line on the ``runtime.kernels.build`` logger says what is
-built, why and about how long it takes; a line per finished kernel follows.
+Each kernel is one source, compiled for a code path (an instruction set: ``scalar``,
+``avx2``, ``avx512``, ``avx512_bf16``; ``neon`` on aarch64) with that path's compiler flags,
+so its vector code, written once against ATen's ``at::vec::Vectorized`` (``cpu/vec.h``,
+``cpu/paths.h``), becomes AVX2, AVX-512 or NEON code. A process builds and loads only the
+path of the level in use (``runtime.kernels.cpu.isa``, capped by ``$CNNC_CPU_ISA``): the
+highest path the kernel has that is not above it.
 
-One build serves every CPU: a kernel holds a scalar code path and its vector paths (see
-``cpu/paths.h``), and runs the best one at or below the level in use (``runtime.kernels.cpu.isa``,
-capped by ``$CNNC_CPU_ISA``). Without a C++ compiler, or when a build fails, the loader says
-why once and returns None, and every user of a kernel falls back to ATen.
+A build happens on a kernel's first use at a path on a machine, with torch's own extension
+builder (the C++ toolchain torch.compile's CPU backend needs too), and is cached by torch
+under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so later processes
+load it in milliseconds. Only the kernels a run uses are built, several at once (one
+compiler per core). Before a build starts, one line on the ``runtime.kernels.build`` logger
+says what is built, why and about how long it takes; a line per finished kernel follows.
+Without a C++ compiler, or when a build fails, the loader says why once and returns None,
+and every user of a kernel falls back to ATen.
 """
 
 from __future__ import annotations
@@ -41,17 +45,66 @@ _CPP = {path.stem: path for path in SOURCES.glob("*.cpp")} | {
     "allocator": SOURCES.parents[1] / "memory" / "allocator.cpp"
 }
 KERNELS = tuple(sorted(_CPP))
+
+# The code paths each kernel is built for, per architecture, lowest first. Vector kernels
+# (at::vec) have one per level; the bf16 convolutions' vector path needs vdpbf16ps; the
+# allocator has no vector code. On aarch64 NEON is the baseline, so it is the lowest path.
+_VECTOR = {"x86_64": ("scalar", "avx512"), "aarch64": ("neon",)}
+_BF16_DOT = {"x86_64": ("scalar", "avx512_bf16"), "aarch64": ("neon",)}
+_PLAIN = {"x86_64": ("scalar",), "aarch64": ("neon",)}
+_PATHS = {
+    "pool2x2": _VECTOR,
+    "batchnorm": _VECTOR,
+    "dropout": _VECTOR,
+    "conv3x3": _BF16_DOT,
+    "conv_wgrad": _BF16_DOT,
+    "allocator": _PLAIN,
+}
+
+_AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"]
+# A path's compiler flags: its instructions and at::vec's matching CPU_CAPABILITY macros.
+_PATH_FLAGS = {
+    "scalar": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"],
+    "neon": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"],
+    "avx2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "avx512": [*_AVX512, "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512", "-DCNNC_AVX512"],
+    "avx512_bf16": [
+        *_AVX512,
+        "-mavx512bf16",
+        "-DCPU_CAPABILITY=AVX512",
+        "-DCPU_CAPABILITY_AVX512",
+        "-DCNNC_AVX512",
+        "-DCNNC_AVX512_BF16",
+    ],
+}
 DEFAULT_BUILD_S = 45.0  # one kernel on one core, when this machine has no record yet
 _TIMES_FILE = "cnnc_build_seconds.json"
 
-_modules: dict[str, ModuleType | None] = {}
+_modules: dict[tuple[str, str], ModuleType | None] = {}  # (kernel, path) -> its build
 _reasons: dict[str, str] = {}
-_selected: dict[str, str] = {}
 
 
-def compile_flags() -> list[str]:
-    """-O3 and OpenMP. No -m flags: vector paths enable their instructions themselves."""
-    return ["-O3", "-fopenmp"]
+def paths(name: str) -> tuple[str, ...]:
+    """The code paths kernel ``name`` is built for on this architecture, lowest first."""
+    table = _PATHS[name]
+    return table.get(isa.arch(), ("scalar",))
+
+
+def path_at(name: str, level: str | None = None) -> str:
+    """The path kernel ``name`` runs at ``level`` (default: the level in use)."""
+    return isa.path_for(paths(name), level)
+
+
+def compile_flags(path: str = "scalar") -> list[str]:
+    """-O3, OpenMP, hidden symbols (builds of several paths share a process) and the
+    path's instruction set."""
+    return [
+        "-O3",
+        "-fopenmp",
+        "-fvisibility=hidden",
+        *_PATH_FLAGS[path],
+        f"-DCNNC_PATH_NAME={path}",
+    ]
 
 
 def compiler() -> str | None:
@@ -69,8 +122,9 @@ def source_hash() -> str:
     return digest.hexdigest()[:10]
 
 
-def extension_name(name: str) -> str:
-    return f"cnnc_{name}_{source_hash()}"
+def extension_name(name: str, path: str | None = None) -> str:
+    """The build's name: kernel, code path (default: the one for the level in use), sources."""
+    return f"cnnc_{name}_{path or path_at(name)}_{source_hash()}"
 
 
 def _cpp_extension() -> ModuleType:
@@ -82,14 +136,15 @@ def _cpp_extension() -> ModuleType:
     return cpp_extension
 
 
-def _build_dir(name: str) -> Path:
+def _build_dir(name: str, path: str | None = None) -> Path:
     cpp_extension = _cpp_extension()
-    return Path(cpp_extension._get_build_directory(extension_name(name), False))
+    return Path(cpp_extension._get_build_directory(extension_name(name, path), False))
 
 
-def cached(name: str) -> bool:
-    """True when this version of kernel ``name`` is already built on this machine."""
-    return (_build_dir(name) / f"{extension_name(name)}.so").exists()
+def cached(name: str, path: str | None = None) -> bool:
+    """True when this version of kernel ``name`` is already built for ``path`` (default:
+    the level in use's) on this machine."""
+    return (_build_dir(name, path) / f"{extension_name(name, path)}.so").exists()
 
 
 def _check(names: Iterable[str]) -> list[str]:
@@ -105,7 +160,7 @@ def build(names: Iterable[str], why: str = "") -> None:
 
     ``why`` (e.g. "the cpu_kernels optimization") goes into the line announcing a build.
     """
-    wanted = [name for name in _check(names) if name not in _modules]
+    wanted = [name for name in _check(names) if (name, path_at(name)) not in _modules]
     if not wanted:
         return
     if compiler() is None:
@@ -118,11 +173,11 @@ def build(names: Iterable[str], why: str = "") -> None:
         _announce(fresh, why, workers, times)
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:  # each build is a subprocess
-        futures = {pool.submit(_compile, name): name for name in wanted}
+        futures = {pool.submit(_compile, name, path_at(name)): name for name in wanted}
         for future in as_completed(futures):
             name = futures[future]
             module, seconds = future.result()
-            _modules[name] = module
+            _modules[name, path_at(name)] = module
             if name in fresh and module is not None:
                 done += 1
                 times[name] = round(seconds, 1)
@@ -133,14 +188,14 @@ def build(names: Iterable[str], why: str = "") -> None:
         _record_times(times)
 
 
-def _compile(name: str) -> tuple[ModuleType | None, float]:
+def _compile(name: str, path: str) -> tuple[ModuleType | None, float]:
     cpp_extension = _cpp_extension()
     start = time.perf_counter()
     try:
         module: ModuleType = cpp_extension.load(
-            name=extension_name(name),
+            name=extension_name(name, path),
             sources=[str(_CPP[name])],
-            extra_cflags=compile_flags(),
+            extra_cflags=compile_flags(path),
             extra_include_paths=[str(SOURCES)],
             extra_ldflags=["-fopenmp"],
             verbose=False,
@@ -163,7 +218,7 @@ def _no_compiler(names: list[str]) -> None:
             command,
         )
     for name in names:
-        _modules[name] = None
+        _modules[name, path_at(name)] = None
         _reasons[name] = reason
 
 
@@ -192,7 +247,7 @@ def _duration(seconds: float) -> str:
 
 
 def _times_path() -> Path:
-    return _build_dir(KERNELS[0]).parent / _TIMES_FILE
+    return _build_dir("allocator").parent / _TIMES_FILE
 
 
 def _recorded_times() -> dict[str, float]:
@@ -210,30 +265,17 @@ def _record_times(times: dict[str, float]) -> None:
 
 
 def load(name: str) -> ModuleType | None:
-    """The compiled extension ``<name>.cpp`` (built on first use), running its best code
-    path for the level in use; None when it cannot be built (the reason is logged)."""
-    module = _modules.get(name)
-    if module is None:
-        if name in _modules:
-            return None
+    """The compiled extension ``<name>.cpp`` for the path of the level in use (built on
+    first use); None when it cannot be built (the reason is logged)."""
+    key = (name, path_at(name))
+    if key not in _modules:
         build([name])
-        module = _modules.get(name)
-        if module is None:
-            return None
-    if hasattr(module, "paths"):
-        level = isa.level()
-        if _selected.get(name) != level:
-            module.use(isa.path_for(module.paths(), level))
-            _selected[name] = level
-    return module
+    return _modules.get(key)
 
 
 def path(name: str) -> str | None:
     """The code path kernel ``name`` runs at the level in use (None: unavailable)."""
-    module = load(name)
-    if module is None:
-        return None
-    return str(module.path()) if hasattr(module, "path") else "scalar"
+    return None if load(name) is None else path_at(name)
 
 
 def vectorized(name: str) -> bool:
@@ -253,13 +295,12 @@ class KernelState:
 
 
 def state(name: str) -> KernelState:
-    """The kernel's state in this process, without building it."""
-    module = _modules.get(name)
-    if name in _modules and module is None:
+    """The kernel's state in this process at the level in use, without building it."""
+    key = (name, path_at(name))
+    if key in _modules and _modules[key] is None:
         return KernelState(name, "unavailable", reason=_reasons.get(name, "see the log"))
-    if module is None:
+    if key not in _modules:
         if compiler() is None:
             return KernelState(name, "unavailable", reason="no C++ compiler")
-        return KernelState(name, "cached" if cached(name) else "not built")
-    paths = tuple(module.paths()) if hasattr(module, "paths") else ()
-    return KernelState(name, "loaded", paths, path(name))
+        return KernelState(name, "cached" if cached(name) else "not built", paths(name))
+    return KernelState(name, "loaded", paths(name), key[1])

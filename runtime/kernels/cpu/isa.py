@@ -1,13 +1,12 @@
 """CPU instruction-set levels: what this CPU has, the cap ``$CNNC_CPU_ISA``, the level in use.
 
-cnnc's C++ kernels are compiled with a code path per level (always ``scalar``; vector paths
-where a kernel has them) and run the best path at or below the level in use. The cap works
-like ATen's ``ATEN_CPU_CAPABILITY`` and oneDNN's ``ONEDNN_MAX_CPU_ISA``:
+cnnc's C++ kernels are built per code path (an instruction set) and run the best path at or
+below the level in use. The cap works like ATen's ``ATEN_CPU_CAPABILITY`` and oneDNN's ``ONEDNN_MAX_CPU_ISA``:
 ``CNNC_CPU_ISA=avx2`` makes cnnc's kernels use at most AVX2, so an AVX-512 machine can test
 and measure what an AVX2 user gets. ``measuring_env`` gives the variables that cap ATen and
 oneDNN too (they are read when torch loads, so they apply to a new process).
 
-Levels, lowest first: x86-64 ``scalar``, ``avx2`` (AVX2 + FMA), ``avx512`` (F, BW, VL),
+Levels, lowest first: x86-64 ``scalar``, ``avx2`` (AVX2 + FMA), ``avx512`` (F, BW, VL, DQ),
 ``avx512_bf16`` (AVX512-BF16, native bf16 dot products), ``amx`` (AMX tiles for bf16
 matmuls, which oneDNN uses: Sapphire Rapids and later); aarch64 ``scalar``, ``neon``,
 ``neon_bf16`` (the BF16 extension). An unknown level, or one above
@@ -35,7 +34,7 @@ CAP_VARIABLES = (ENV, ATEN_ENV, ONEDNN_ENV)  # every variable that caps an instr
 _X86 = {
     "scalar": (),
     "avx2": ("avx2", "fma"),
-    "avx512": ("avx512f", "avx512bw", "avx512vl"),
+    "avx512": ("avx512f", "avx512bw", "avx512vl", "avx512dq"),
     "avx512_bf16": ("avx512_bf16",),
     "amx": ("amx_bf16", "amx_tile"),
 }
@@ -200,12 +199,16 @@ def use(name: str) -> Iterator[str]:
 
 
 def path_for(paths: Sequence[str], at: str | None = None) -> str:
-    """The code path a kernel compiled with ``paths`` runs at level ``at`` (default: in use):
-    its highest path that is not above the level."""
+    """The code path a kernel built for ``paths`` runs at level ``at`` (default: in use):
+    its highest path that is not above the level, else its lowest (an architecture's
+    baseline, such as aarch64's NEON)."""
     order = all_levels()
     rank = order.index(at or level())
-    usable = [path for path in paths if path in order and order.index(path) <= rank]
-    return max(usable, key=order.index, default="scalar")
+    known = [path for path in paths if path in order]
+    usable = [path for path in known if order.index(path) <= rank]
+    if usable:
+        return max(usable, key=order.index)
+    return min(known, key=order.index, default="scalar")
 
 
 def native_bf16() -> bool:

@@ -22,15 +22,14 @@
 #include <type_traits>
 
 #define CNNC_BODY "pool2x2_body.h"
-#define CNNC_PATH_AVX512 1
 #include "paths.h"
 
 std::vector<at::Tensor> forward(const at::Tensor& x, bool relu) {
-  return CNNC_DISPATCH(pool2x2_forward, x, relu);
+  return cnnc_kernel::pool2x2_forward(x, relu);
 }
 
 at::Tensor backward(const at::Tensor& grad, const at::Tensor& k, int64_t H, int64_t W) {
-  return CNNC_DISPATCH(pool2x2_backward, grad, k, H, W);
+  return cnnc_kernel::pool2x2_backward(grad, k, H, W);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
