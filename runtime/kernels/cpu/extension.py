@@ -52,7 +52,7 @@ KERNELS = tuple(sorted(_CPP))
 _VECTOR = {"x86_64": ("scalar", "avx512"), "aarch64": ("neon",)}
 _BF16_DOT = {"x86_64": ("scalar", "avx512_bf16"), "aarch64": ("neon",)}
 _PLAIN = {"x86_64": ("scalar",), "aarch64": ("neon",)}
-_PATHS = {
+_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
     "pool2x2": _VECTOR,
     "batchnorm": _VECTOR,
     "dropout": _VECTOR,
