@@ -49,10 +49,11 @@ KERNELS = tuple(sorted(_CPP))
 # The code paths each kernel is built for, per architecture, lowest first. Vector kernels
 # (at::vec) have one per level; the bf16 convolutions' vector path needs vdpbf16ps; the
 # allocator has no vector code. On aarch64 NEON is the baseline, so it is the lowest path.
-_VECTOR = {"x86_64": ("scalar", "avx512"), "aarch64": ("neon",)}
-_BF16_DOT = {"x86_64": ("scalar", "avx512_bf16"), "aarch64": ("neon",)}
-_PLAIN = {"x86_64": ("scalar",), "aarch64": ("neon",)}
-_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
+Paths = dict[str, tuple[str, ...]]  # architecture -> paths
+_VECTOR: Paths = {"x86_64": ("scalar", "avx512"), "aarch64": ("neon",)}
+_BF16_DOT: Paths = {"x86_64": ("scalar", "avx512_bf16"), "aarch64": ("neon",)}
+_PLAIN: Paths = {"x86_64": ("scalar",), "aarch64": ("neon",)}
+_PATHS: dict[str, Paths] = {
     "pool2x2": _VECTOR,
     "batchnorm": _VECTOR,
     "dropout": _VECTOR,
