@@ -8,10 +8,12 @@ checked once per process and cached, with the reason logged at WARNING on the
   (3x3 with padding in NCHW, 5x5 stride 2 in channels-last, one without bias) run fused and
   unfused; the output and the input, weight and bias gradients must agree within
   ``TOLERANCES[dtype]``. The error metric and tolerances are the kernel tests' yardstick too.
-- cnnc's C++ CPU kernels: compiled on the user's machine, so re-checked there at the ISA
-  level in use (each level runs another code path), in each layout and dtype they run,
+- cnnc's C++ CPU kernels: compiled on the user's machine, so re-checked there for the code
+  path the level in use runs (each is another build), in each layout and dtype they run,
   forward and backward. Pooling must agree bit for bit; batch norm within tolerance; the
-  bf16 convolution kernels (forward, input and weight gradients) within bf16 rounding.
+  bf16 convolution kernels (forward, input and weight gradients) within bf16 rounding. A
+  path that fails is declined at that path only (``extension.decline``, reason logged) and
+  the kernel's next path down is checked in its place.
 
 ``CHECKS`` names every gated kernel; ``trusted`` is the one entry point.
 """
@@ -211,10 +213,12 @@ def _each_layout(
 @dataclass(frozen=True)
 class Gate:
     """One gated kernel: its check, and whether a verdict holds per (device, dtype) or, for
-    the C++ CPU kernels (whose check covers every dtype), per ISA level."""
+    the C++ CPU kernels (whose check covers every dtype), per code path; ``covers`` names
+    the C++ kernels the check exercises when they are more than the gate's own."""
 
     check: Check
     per_isa_level: bool = False
+    covers: tuple[str, ...] = ()
 
 
 # kernel -> its gate; the two convolution kernels of the CPU family are checked together
@@ -222,7 +226,7 @@ CHECKS: dict[str, Gate] = {
     CONV_RELU: Gate(_conv_relu_mismatch),
     "pool2x2": Gate(functools.partial(_each_layout, _pool_mismatch), per_isa_level=True),
     "batchnorm": Gate(functools.partial(_each_layout, _batchnorm_mismatch), per_isa_level=True),
-    "conv3x3": Gate(_conv3x3_mismatch, per_isa_level=True),
+    "conv3x3": Gate(_conv3x3_mismatch, per_isa_level=True, covers=("conv3x3", "conv_wgrad")),
 }
 
 
@@ -247,7 +251,9 @@ def _autocast_disabled(device_type: str) -> contextlib.AbstractContextManager[ob
 
 def _key(kernel: str, device: torch.device, dtype: torch.dtype) -> Key:
     if CHECKS[kernel].per_isa_level:
-        return (kernel, "cpu", None, None, isa.level())
+        from runtime.kernels.cpu import extension
+
+        return (kernel, "cpu", None, None, extension.path_at(kernel))
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     return (kernel, device.type, device.index, dtype, "")
@@ -274,14 +280,34 @@ def trusted(
 
 def _verdict(kernel: str, device: torch.device, dtype: torch.dtype) -> bool:
     key = _key(kernel, device, dtype)
-    if key not in _verdicts:
+    while key not in _verdicts:
         with torch.inference_mode(False), torch.enable_grad(), _autocast_disabled(device.type):
             reason = mismatch(kernel, device, dtype)
-        if reason is not None:
-            where = f" (ISA level {key[4]})" if key[4] else f" on {device}/{dtype}"
-            LOG.warning("%s is not trusted%s: %s; ATen runs instead", kernel, where, reason)
         _verdicts[key] = reason is None
+        if reason is None:
+            break
+        if not CHECKS[kernel].per_isa_level:
+            LOG.warning(
+                "%s is not trusted on %s/%s: %s; ATen runs instead", kernel, device, dtype, reason
+            )
+            break
+        key = _step_down(kernel, key[4], reason)
     return _verdicts[key]
+
+
+def _step_down(kernel: str, path: str, reason: str) -> Key:
+    """Declines ``path`` of the kernels ``kernel``'s check covers; the key of the path that
+    runs instead (checked next), or the failed one's when no vector path is left."""
+    from runtime.kernels.cpu import extension
+
+    after = [extension.decline(name, path, reason) for name in CHECKS[kernel].covers or (kernel,)]
+    below = after[0]
+    then = f"its {below} path is checked instead" if below else "ATen runs instead"
+    LOG.warning(
+        "%s is not trusted at ISA level %s (its %s path): %s; %s",
+        kernel, isa.level(), path, reason, then,
+    )  # fmt: skip
+    return (kernel, "cpu", None, None, below) if below else (kernel, "cpu", None, None, path)
 
 
 def cached_verdict(kernel: str, device: torch.device, dtype: torch.dtype) -> bool:
@@ -305,5 +331,8 @@ def set_verdict(
 
 def forget() -> None:
     """Forget every verdict: the next ``trusted`` call checks again (for tests that swap a
-    kernel)."""
+    kernel), and every C++ kernel path a failed check declined runs again."""
+    from runtime.kernels.cpu import extension
+
     _verdicts.clear()
+    extension.undecline()

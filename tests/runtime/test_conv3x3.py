@@ -441,8 +441,9 @@ def test_a_wrong_kernel_is_declined_with_a_logged_reason(
     finally:
         monkeypatch.undo()
         parity.forget()
-    assert f"(ISA level {level}): the bf16 convolution {what} differs from ATen (stride 1)" in (
-        caplog.text
+    assert (
+        f"at ISA level {level} (its {cpu_ext.path_at('conv3x3')} path): the bf16 convolution {what} differs from ATen (stride 1)"
+        in (caplog.text)
     )
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.kernels import parity
-from runtime.kernels.cpu import batchnorm, extension as cpu_ext, pool
+from runtime.kernels.cpu import batchnorm, extension as cpu_ext, isa, pool
 from runtime.kernels.cpu.batchnorm import FusedBatchNorm2d, batch_norm_add_relu, batch_norm_relu
 from runtime.kernels.cpu.pool import fused_maxpool2x2, maxpool2x2
 from runtime.optimize.config import OptimizeConfig
@@ -280,7 +280,43 @@ def test_a_wrong_kernel_is_declined_with_a_logged_reason(
         f"cpu_kernels declined: the parity check against ATen failed at ISA level {level} "
         "(see the log)" in prepared.notes
     )
-    assert f"(ISA level {level}): fused max-pooling differs from ATen" in caplog.text
+    assert (
+        f"pool2x2 is not trusted at ISA level {level} (its {expected_path('pool2x2', level)} path): fused max-pooling differs from ATen"
+        in caplog.text
+    )
+
+
+def test_a_path_that_fails_its_check_is_declined_and_the_next_one_down_runs(
+    level: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    order = isa.all_levels()
+    top = expected_path("pool2x2", level)
+    vector = [p for p in VECTOR_PATHS["pool2x2"] if p in order]
+    below = [p for p in vector if top in order and order.index(p) < order.index(top)]
+    if top == "scalar" or not below:
+        pytest.skip(f"pool2x2 has no second vector path below {top} at level {level}")
+    right = pool.fused_maxpool2x2
+
+    def wrong_on_top(x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        off = cpu_ext.path("pool2x2") == top  # subtly off on the top path only
+        return right(x, relu) * (1.001 if off else 1.0)
+
+    monkeypatch.setattr(pool, "fused_maxpool2x2", wrong_on_top)
+    parity.forget()
+    try:
+        assert parity.trusted(["pool2x2"])
+        assert cpu_ext.path("pool2x2") == below[-1]
+        with isa.use(below[-1]):  # a lower level never ran the declined path
+            assert cpu_ext.path("pool2x2") == below[-1]
+    finally:
+        monkeypatch.undo()
+        parity.forget()
+    assert cpu_ext.path("pool2x2") == top  # forgotten: the top path runs again
+    assert (
+        f"pool2x2 is not trusted at ISA level {level} (its {top} path): fused max-pooling "
+        f"differs from ATen (torch.float32, channels_last=False); its {below[-1]} path is "
+        "checked instead" in caplog.text
+    )
 
 
 def test_kernels_in_use_and_their_paths_are_noted(level: str) -> None:

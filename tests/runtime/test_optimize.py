@@ -245,3 +245,39 @@ def test_digits_with_the_auto_config_matches_fp32_eager_accuracy() -> None:
         )
     assert accuracies[0] >= 0.95
     assert abs(accuracies[1] - accuracies[0]) <= 0.01, (chosen.name, accuracies)
+
+
+def _digits_accuracy(optimize: OptimizeConfig) -> float:
+    from runtime.train import evaluate, fit, seed_everything
+
+    compiled = cnnc.compile_spec(ROOT / "specs" / "digits.yaml")
+    assert compiled.spec.train is not None
+    config = compiled.spec.train.with_(epochs=4)
+    seed_everything(config.seed)
+    model = cnnc.build(compiled)
+    fit(model, config, compiled.graph.input_shape, device="cpu", optimize=optimize)
+    model = copy.deepcopy(model)
+    return evaluate(model, config, compiled.graph.input_shape, device="cpu").accuracy
+
+
+@pytest.fixture(scope="module")
+def digits_eager_accuracy() -> float:
+    return _digits_accuracy(EAGER)
+
+
+def test_digits_with_each_kernel_candidate_matches_fp32_eager_at_each_level(
+    level: str, digits_eager_accuracy: float
+) -> None:
+    # What auto may pick at this level and computes differently per level: the candidates
+    # that run cnnc's kernels (their code path is the level's), bf16 where it is native.
+    # (torch.compile's numerics do not depend on cnnc's level; the test above covers it.)
+    lineup = [
+        c
+        for c in candidates.candidates(CPU, ("off", "bf16"))
+        if c.cpu_kernels and c.compile == "off"
+    ]
+    assert lineup, "auto has no kernel candidate"
+    assert digits_eager_accuracy >= 0.95
+    for optimize in lineup:
+        accuracy = _digits_accuracy(optimize)
+        assert abs(accuracy - digits_eager_accuracy) <= 0.01, (level, optimize.name, accuracy)

@@ -83,6 +83,7 @@ _TIMES_FILE = "cnnc_build_seconds.json"
 
 _modules: dict[tuple[str, str], ModuleType | None] = {}  # (kernel, path) -> its build
 _reasons: dict[str, str] = {}
+_declined: dict[str, dict[str, str]] = {}  # kernel -> path -> why it may not run here
 
 
 def paths(name: str) -> tuple[str, ...]:
@@ -92,8 +93,24 @@ def paths(name: str) -> tuple[str, ...]:
 
 
 def path_at(name: str, level: str | None = None) -> str:
-    """The path kernel ``name`` runs at ``level`` (default: the level in use)."""
-    return isa.path_for(paths(name), level)
+    """The path kernel ``name`` runs at ``level`` (default: the level in use): its highest
+    path not above the level that has not been declined in this process."""
+    declined = _declined.get(name, {})
+    return isa.path_for([p for p in paths(name) if p not in declined], level)
+
+
+def decline(name: str, path: str, reason: str) -> str | None:
+    """Take ``path`` of kernel ``name`` out of this process (e.g. it failed its parity check
+    here); returns the path that runs instead at the level in use, or None when the kernel
+    has no vector path left below it."""
+    _declined.setdefault(name, {})[path] = reason
+    now = path_at(name)
+    return None if now in _declined[name] or now == "scalar" else now
+
+
+def undecline() -> None:
+    """Every declined path may run again (tests that swap a kernel in and out)."""
+    _declined.clear()
 
 
 def compile_flags(path: str = "scalar") -> list[str]:
