@@ -11,7 +11,7 @@ for x86-64's AVX2 and AVX-512 and aarch64's NEON. Results equal ATen's within fp
 or oneDNN's (through ATen) is measured, not assumed. The first call of a layer geometry
 (batch, channels, size, kernel, stride, padding, bias, memory format) times both on
 synthetic tensors of that geometry, interleaved (``ROUNDS`` rounds after a warm-up call,
-medians), and takes cnnc's only if it beats oneDNN's by ``MARGIN``. The choice is kept in
+the fastest of each), and takes cnnc's only if it beats oneDNN's by ``MARGIN``. The choice is kept in
 memory and on disk (``$CNNC_CACHE_DIR/conv_fp32.json``, default ``~/.cache/cnnc/``) per CPU
 model, ISA level (cnnc's, ATen's and oneDNN's caps), thread count and torch version, so a
 later process reuses it; ``decision_seconds`` says what the measuring cost this process.
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +45,7 @@ MAX_KERNEL = 7
 MAX_WEIGHTS = 128 * 128  # in x out channels: the packed weights of a larger layer leave L2
 PASSES = ("forward", "input_grad", "weight_grad")
 MARGIN = 1.05  # cnnc's kernel must be 5 % faster than oneDNN's to be chosen
-ROUNDS = 5  # interleaved timing rounds per pass (after one warm-up call each)
+ROUNDS = 7  # interleaved timing rounds per pass (after one warm-up call each)
 CACHE_FILE = "conv_fp32.json"
 
 
@@ -197,7 +196,9 @@ def calls(g: Geometry) -> Calls:
 
 
 def measure(g: Geometry, rounds: int = ROUNDS) -> dict[str, tuple[float, float]]:
-    """Median ms per pass, (oneDNN, cnnc), timed interleaved after a warm-up call each."""
+    """ms per pass, (oneDNN, cnnc): the fastest of ``rounds`` interleaved calls after a
+    warm-up call each. The fastest, not the median: on a shared machine a call of a few
+    milliseconds is often preempted, and the median then measures the scheduler."""
     result: dict[str, tuple[float, float]] = {}
     with torch.no_grad(), torch.autocast("cpu", enabled=False):
         for name, pair in calls(g).items():
@@ -209,7 +210,7 @@ def measure(g: Geometry, rounds: int = ROUNDS) -> dict[str, tuple[float, float]]
                     start = time.perf_counter()
                     fn()
                     times[i].append((time.perf_counter() - start) * 1000)
-            result[name] = (statistics.median(times[0]), statistics.median(times[1]))
+            result[name] = (min(times[0]), min(times[1]))
     return result
 
 
