@@ -4,10 +4,13 @@ LeNet-5's two 5x5 layers at batch 128 and ResNet-20's 3x3 layers at batch 64, NC
 eager model runs them): forward, input gradient and weight gradient (+ bias gradient), in
 ms and GFLOP/s. Cold: a 64 MiB buffer is written before each call (a training step reads
 activations written long before); warm: the same call again. cnnc's and oneDNN's calls
-alternate; each figure is the median of the rounds. One process per ISA level, capped as
+alternate; each figure is the fastest of the rounds (``--stat median`` for the median: on a
+shared machine a call of a few ms is often preempted, and the median then measures the
+scheduler). One process per ISA level, capped as
 ``cnnc bench --isa`` does (``isa.measuring_env``: cnnc's, ATen's and oneDNN's caps).
 
 python bench/conv_fp32.py [--levels avx2 avx512] [--rounds 15] [--channels-last]
+    [--threads N] [--stat min|median]
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ def _time(fn: Callable[[], object], cold: bool) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def compare(g: conv_fp32.Geometry, rounds: int) -> dict[str, dict[str, float]]:
-    """Median ms per pass: oneDNN's and cnnc's, cold and warm."""
+def compare(g: conv_fp32.Geometry, rounds: int, stat: str) -> dict[str, dict[str, float]]:
+    """ms per pass (fastest or median of the rounds): oneDNN's and cnnc's, cold and warm."""
+    pick = min if stat == "min" else statistics.median
     result: dict[str, dict[str, float]] = {}
     for name, (onednn, cnnc) in conv_fp32.calls(g).items():
         kernels = {"onednn": onednn, "cnnc": cnnc}
@@ -61,17 +65,17 @@ def compare(g: conv_fp32.Geometry, rounds: int) -> dict[str, dict[str, float]]:
                 for kernel, fn in kernels.items():
                     key = f"{kernel}_{'cold' if cold else 'warm'}"
                     times.setdefault(key, []).append(_time(fn, cold))
-        result[name] = {key: statistics.median(values) for key, values in times.items()}
+        result[name] = {key: pick(values) for key, values in times.items()}
     return result
 
 
-def table(rounds: int, channels_last: bool) -> None:
+def table(rounds: int, channels_last: bool, stat: str) -> None:
     """This process's table (at its ISA level)."""
     if not conv_fp32.kernel_available():
         raise SystemExit(f"conv_fp32 has no vector build at ISA level {isa.level()}")
     print(f"\nISA level {isa.describe()}; ATen {torch.backends.cpu.get_cpu_capability()}, "
           f"oneDNN cap {os.environ.get(isa.ONEDNN_ENV, '-')}; {torch.get_num_threads()} "
-          f"threads; {'channels-last' if channels_last else 'NCHW'}\n")  # fmt: skip
+          f"threads; {'channels-last' if channels_last else 'NCHW'}; {stat} of {rounds} rounds\n")  # fmt: skip
     print("| layer (batch, in→out, size, k, stride) | pass | oneDNN cold ms | cnnc cold ms "
           "| cold GFLOP/s oneDNN / cnnc | cold speed-up | oneDNN warm ms | cnnc warm ms "
           "| warm GFLOP/s oneDNN / cnnc | warm speed-up |")  # fmt: skip
@@ -79,7 +83,7 @@ def table(rounds: int, channels_last: bool) -> None:
     for name, n, ci, co, size, k, s, p in LAYERS:
         g = conv_fp32.Geometry(n, ci, co, size, size, k, s, p, True, channels_last)
         gflop = g.flops() / 1e6  # per ms
-        for pass_name, t in compare(g, rounds).items():
+        for pass_name, t in compare(g, rounds, stat).items():
             if ci == 3 and pass_name == "input_grad":
                 continue  # a first layer's input needs no gradient
             cells = []
@@ -98,16 +102,22 @@ def main() -> None:
     parser.add_argument("--levels", nargs="*", default=None, help="ISA levels (a process each)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
+    parser.add_argument("--stat", choices=("min", "median"), default="min")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.levels is None:  # this process, as it is
-        table(args.rounds, args.channels_last)
+        table(args.rounds, args.channels_last, args.stat)
         return
     flags = sorted(isa.cpu_flags() & {"avx2", "fma", "avx512f", "avx512bw", "avx512vl",
                                       "avx512dq", "avx512_bf16", "amx_tile"})  # fmt: skip
     print(f"CPU: {isa.cpu_model()}; flags: {' '.join(flags)}")
     for level in args.levels:
         env = {**os.environ, **isa.measuring_env(level)}
-        command = [sys.executable, __file__, "--rounds", str(args.rounds)]
+        command = [sys.executable, __file__, "--rounds", str(args.rounds), "--stat", args.stat]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
         if args.channels_last:
             command.append("--channels-last")
         subprocess.run(command, env=env, check=True)
