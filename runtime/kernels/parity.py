@@ -11,9 +11,10 @@ checked once per process and cached, with the reason logged at WARNING on the
 - cnnc's C++ CPU kernels: compiled on the user's machine, so re-checked there for the code
   path the level in use runs (each is another build), in each layout and dtype they run,
   forward and backward. Pooling must agree bit for bit; batch norm within tolerance; the
-  bf16 convolution kernels (forward, input and weight gradients) within bf16 rounding. A
-  path that fails is declined at that path only (``extension.decline``, reason logged) and
-  the kernel's next path down is checked in its place.
+  bf16 convolution kernels (forward, input and weight gradients) within bf16 rounding; the
+  fp32 direct convolution (the same, and the bias gradient) within fp32 rounding. A path
+  that fails is declined at that path only (``extension.decline``, reason logged) and the
+  kernel's next path down is checked in its place.
 
 ``CHECKS`` names every gated kernel; ``trusted`` is the one entry point.
 """
@@ -198,6 +199,37 @@ def _conv3x3_mismatch(_device: torch.device, _dtype: torch.dtype) -> str | None:
     return None
 
 
+def _conv_fp32_mismatch(_device: torch.device, _dtype: torch.dtype) -> str | None:
+    """The direct fp32 convolution's passes against ATen's, in both layouts: a 5x5 layer
+    with a channel count that ends mid-vector, and a 3x3 stride-2 one with padding."""
+    from runtime.kernels.cpu.conv_fp32 import forward, input_grad, weight_grad
+
+    generator = torch.Generator().manual_seed(0)
+    for n, ci, co, size, k, stride, padding in ((2, 3, 6, 12, 5, 1, 0), (3, 8, 20, 9, 3, 2, 1)):
+        x = torch.randn(n, ci, size, size, generator=generator)
+        weight = torch.randn(co, ci, k, k, generator=generator)
+        bias = torch.randn(co, generator=generator)
+        y = F.conv2d(x, weight, bias, stride, padding)
+        grad = torch.randn(y.shape, generator=generator)
+        dx, dw, db = torch.ops.aten.convolution_backward(
+            grad, x, weight, [co], [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1,
+            [True, True, True],
+        )  # fmt: skip
+        for layout in (torch.contiguous_format, torch.channels_last):
+            xl, gl = x.contiguous(memory_format=layout), grad.contiguous(memory_format=layout)
+            dw2, db2 = weight_grad(xl, gl, k, stride, padding, True)
+            checks = [
+                ("forward", forward(xl, weight, bias, stride, padding), y),
+                ("input gradient", input_grad(gl, weight, stride, padding, (size, size)), dx),
+                ("weight gradient", dw2, dw),
+                ("bias gradient", db2, db),
+            ]
+            for what, got, expected in checks:
+                if got is None or not max_relative_error(got, expected) <= 1e-4:
+                    return f"the fp32 convolution {what} differs from ATen ({k}x{k}, {layout})"
+    return None
+
+
 def _each_layout(
     check: Callable[[torch.dtype, bool], str | None], _device: torch.device, _dtype: torch.dtype
 ) -> str | None:
@@ -227,6 +259,7 @@ CHECKS: dict[str, Gate] = {
     "pool2x2": Gate(functools.partial(_each_layout, _pool_mismatch), per_isa_level=True),
     "batchnorm": Gate(functools.partial(_each_layout, _batchnorm_mismatch), per_isa_level=True),
     "conv3x3": Gate(_conv3x3_mismatch, per_isa_level=True, covers=("conv3x3", "conv_wgrad")),
+    "conv_fp32": Gate(_conv_fp32_mismatch, per_isa_level=True),
 }
 
 

@@ -107,11 +107,14 @@ def caching_memory(prepared: Prepared) -> Iterator[None]:
 
 def cpu_kernels_needed(config: OptimizeConfig, device: torch.device, training: bool) -> list[str]:
     """The C++ kernels ``cpu_kernels`` runs in this configuration."""
-    from runtime.kernels.cpu import conv3x3
+    from runtime.kernels.cpu import conv3x3, extension as cpu_ext
 
     names = ["pool2x2", "batchnorm"] + (["dropout"] if training else [])
-    if training and config.amp == "bf16" and conv3x3.pays_here():
+    bf16 = training and config.amp == "bf16"
+    if bf16 and conv3x3.pays_here():
         names += ["conv3x3", "conv_wgrad"]
+    if not bf16 and cpu_ext.path_at("conv_fp32") != "scalar":
+        names.append("conv_fp32")
     return names
 
 

@@ -77,13 +77,14 @@ def for_training(
             cnnc's vectorized mask (same distribution, another random stream); and with
             ``bf16`` (the step runs under bf16 autocast) the forward and gradients of 3x3
             convolutions and 1x1 stride-2 projections through cnnc's convolution kernels
-            (within bf16 rounding), where they pay (AVX512-BF16 without AMX).
+            (within bf16 rounding), where they pay (AVX512-BF16 without AMX); without it
+            (fp32) small convolutions through cnnc's direct fp32 convolution, pass by pass
+            where it measured faster than oneDNN (within fp32 rounding).
     """
     passes: list[Pass] = []
     if cpu_kernels:
         passes += [_CPU_BATCHNORM, _CPU_POOL]
-        if bf16:
-            passes.append(("conv_kernels", conv_kernels))
+        passes.append(("conv_kernels", conv_kernels) if bf16 else _CPU_CONV_FP32)
         passes.append(("fast_dropout", fast_dropout))
     if exact:
         passes.append(_RELU_AFTER_MAXPOOL)
@@ -101,6 +102,8 @@ def for_inference(
 
     ``fused_conv_relu`` puts every Conv2d whose only user is a ReLU into one
     ``cnnc_runtime::conv2d_relu`` call (after BatchNorm folding, so conv-bn-relu fuses too).
+    ``cpu_kernels`` also runs small convolutions' forward through cnnc's direct fp32
+    convolution where it measured faster than oneDNN.
     """
     report = RewriteReport()
     if model.training:
@@ -112,7 +115,7 @@ def for_inference(
     if fused_conv_relu:
         passes.append(("fused_conv_relu", fuse_conv_relu_nodes))
     if cpu_kernels:
-        passes += [_CPU_BATCHNORM, _CPU_POOL]
+        passes += [_CPU_BATCHNORM, _CPU_POOL, _CPU_CONV_FP32]
     if exact:
         passes.append(_RELU_AFTER_MAXPOOL)
     return _run(model, passes, report)
@@ -289,6 +292,25 @@ def conv_kernels(graph_module: fx.GraphModule) -> int:
     return count
 
 
+def conv_fp32(graph_module: fx.GraphModule) -> int:
+    """Run every convolution the direct fp32 kernel covers (``conv_fp32.eligible``) through
+    ``Fp32Conv2d``, which times it against oneDNN per layer geometry and pass on first use
+    and keeps the faster (fp32 only; under autocast, compiled or elsewhere it is the plain
+    Conv2d). It takes the Conv2d's place under the same name and shares its Parameters.
+    None is swapped when the kernel has no vector build at this ISA level."""
+    from runtime.kernels.cpu.conv_fp32 import Fp32Conv2d, eligible, kernel_available
+
+    if not kernel_available():
+        return 0
+    count = 0
+    for node in graph_module.graph.nodes:
+        module = _module(graph_module, node)
+        if type(module) is nn.Conv2d and not module._forward_hooks and eligible(module):
+            graph_module.add_submodule(str(node.target), Fp32Conv2d.from_module(module))
+            count += 1
+    return count
+
+
 def fast_dropout(graph_module: fx.GraphModule) -> int:
     """Draw every (not in-place) nn.Dropout's training mask with cnnc's CPU kernel.
 
@@ -384,4 +406,5 @@ __all__ = [
 # the passes both modes share, named as the report names them
 _CPU_BATCHNORM: Pass = ("fused_batchnorm", fuse_batchnorm)
 _CPU_POOL: Pass = ("fused_relu_maxpool", fuse_relu_maxpool)
+_CPU_CONV_FP32: Pass = ("conv_fp32", conv_fp32)
 _RELU_AFTER_MAXPOOL: Pass = ("relu_after_maxpool", relu_after_maxpool)

@@ -19,6 +19,7 @@ VECTOR_PATHS = {
     "dropout": ("avx512",),
     "conv3x3": ("avx512_bf16",),
     "conv_wgrad": ("avx512_bf16",),
+    "conv_fp32": ("avx2", "avx512"),
 }
 
 

@@ -1,0 +1,291 @@
+"""cnnc's direct fp32 convolution (forward, input, weight and bias gradients) against torch in
+float64 at every ISA level of this machine (its avx2/avx512 paths where the level has them,
+the scalar path below), in NCHW and channels-last; ``Fp32Conv2d`` (its outputs and gradients,
+its fallbacks) and the measured per-pass decision; the rewrites that install it."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.kernels import parity
+from runtime.kernels.cpu import conv_fp32 as cf, extension as cpu_ext
+from runtime.kernels.cpu.conv_fp32 import Choice, Fp32Conv2d, Geometry
+from runtime.optimize import rewrites
+from tests.runtime.kernel_levels import BUILT, expected_path
+
+pytestmark = pytest.mark.skipif(not BUILT, reason="no C++ compiler: the convolutions are ATen's")
+
+TOLERANCE = 2e-5  # max |error| / max |float64 result|: fp32 sums in another order
+
+# (batch, in, out, size, kernel, stride, padding): LeNet's and ResNet-20's layers (smaller
+# batches), then odd sizes, channel counts that end mid-vector, 1x1 and 7x7 kernels, stride 2
+# with sizes of either parity, padding past the kernel's reach, a kernel below the stride
+CASES = [
+    (4, 3, 6, 32, 5, 1, 0),
+    (4, 6, 16, 14, 5, 1, 0),
+    (2, 3, 16, 32, 3, 1, 1),
+    (2, 16, 16, 32, 3, 1, 1),
+    (2, 16, 32, 32, 3, 2, 1),
+    (2, 32, 64, 16, 3, 2, 1),
+    (2, 64, 64, 8, 3, 1, 1),
+    (3, 5, 7, 11, 3, 2, 1),
+    (1, 4, 9, 7, 1, 2, 0),
+    (2, 4, 33, 9, 7, 1, 3),
+    (1, 3, 20, 13, 4, 2, 2),
+    (2, 2, 3, 5, 2, 1, 2),
+    (2, 3, 5, 6, 1, 3, 0),
+    (1, 17, 40, 6, 3, 1, 0),
+]
+
+
+def _tensors(case: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    n, ci, co, size, k, stride, padding = case
+    generator = torch.Generator().manual_seed(sum(case))
+    x = torch.randn(n, ci, size, size + 1, generator=generator, dtype=torch.float64)
+    weight = torch.randn(co, ci, k, k, generator=generator, dtype=torch.float64)
+    bias = torch.randn(co, generator=generator, dtype=torch.float64)
+    y = F.conv2d(x, weight, bias, stride, padding)
+    grad = torch.randn(y.shape, generator=generator, dtype=torch.float64)
+    return x, weight, bias, y, grad
+
+
+def _close(got: torch.Tensor | None, want: torch.Tensor) -> None:
+    assert got is not None and got.dtype == torch.float32 and got.shape == want.shape
+    assert parity.max_relative_error(got.double(), want) <= TOLERANCE
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_passes_match_torch_in_float64(
+    case: tuple[int, ...], channels_last: bool, level: str
+) -> None:
+    co, size, k, stride, padding = case[2:]
+    x, weight, bias, y, grad = _tensors(case)
+    dx, dw, db = torch.ops.aten.convolution_backward(
+        grad, x, weight, [co], [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1,
+        [True, True, True],
+    )  # fmt: skip
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x32, grad32, w32 = x.float().contiguous(memory_format=fmt), grad.float(), weight.float()
+    grad32 = grad32.contiguous(memory_format=fmt)
+    out = cf.forward(x32, w32, bias.float(), stride, padding)
+    _close(out, y)
+    assert out.is_contiguous(memory_format=fmt)  # the input's memory format
+    _close(cf.forward(x32, w32, None, stride, padding), y - bias.view(-1, 1, 1))
+    _close(cf.input_grad(grad32, w32, stride, padding, (size, size + 1)), dx)
+    dw32, db32 = cf.weight_grad(x32, grad32, k, stride, padding, True)
+    _close(dw32, dw)
+    _close(db32, db)
+    assert cf.weight_grad(x32, grad32, k, stride, padding, False)[1] is None
+    assert cpu_ext.path(cf.KERNEL) == expected_path(cf.KERNEL, level)
+
+
+def test_strided_views_are_read_as_they_are(level: str) -> None:
+    base = torch.randn(2, 8, 12, 12)
+    x = base[:, ::2, 1:, :-1]  # neither layout: any strides are read directly
+    weight = torch.randn(5, 4, 3, 3)
+    _close(cf.forward(x, weight, None, 1, 1), F.conv2d(x.double(), weight.double(), None, 1, 1))
+
+
+# ---- the module ------------------------------------------------------------------------------
+
+
+def _always(choice: Choice, monkeypatch: pytest.MonkeyPatch) -> list[Geometry]:
+    seen: list[Geometry] = []
+
+    def decide(g: Geometry) -> Choice:
+        seen.append(g)
+        return choice
+
+    monkeypatch.setattr(cf, "decide", decide)
+    return seen
+
+
+CHOICES = [Choice(True, True, True), Choice(False, True, False), Choice(True, False, True)]
+
+
+@pytest.mark.parametrize("choice", CHOICES, ids=["all", "input_grad", "fwd+wgrad"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_module_keeps_outputs_and_gradients(
+    choice: Choice, channels_last: bool, level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _always(choice, monkeypatch)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 16, 5, padding=1, stride=2)
+    swapped = Fp32Conv2d.from_module(copy.deepcopy(conv))
+    assert swapped.state_dict().keys() == conv.state_dict().keys()
+    x = torch.randn(3, 6, 15, 14)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grads = []
+    for module in (conv, swapped):
+        xi = x.clone().requires_grad_()
+        out = module(xi)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        grads.append([out, xi.grad, module.weight.grad, module.bias.grad])
+    for got, want in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    uses = cf.kernel_available()
+    assert seen == ([Geometry(3, 6, 16, 15, 14, 5, 2, 1, True, channels_last)] if uses else [])
+
+
+def test_module_without_bias_and_a_frozen_weight(
+    level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _always(Choice(True, True, True), monkeypatch)
+    conv = nn.Conv2d(4, 8, 3, bias=False).requires_grad_(False)
+    swapped = Fp32Conv2d.from_module(conv)
+    x = torch.randn(2, 4, 9, 9, requires_grad=True)
+    (want,) = torch.autograd.grad(conv(x).square().sum(), x)
+    (got,) = torch.autograd.grad(swapped(x).square().sum(), x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # evaluation: the forward kernel alone
+        torch.testing.assert_close(swapped(x), conv(x), rtol=1e-4, atol=1e-4)
+
+
+def test_module_leaves_bf16_autocast_and_other_dtypes_to_aten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _always(Choice(True, True, True), monkeypatch)
+    swapped = Fp32Conv2d.from_module(nn.Conv2d(3, 6, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert swapped(torch.randn(2, 3, 12, 12)).dtype == torch.bfloat16
+    swapped.double()(torch.randn(2, 3, 12, 12, dtype=torch.float64))
+    assert seen == []
+
+
+def test_eligible_layers() -> None:
+    assert cf.eligible(nn.Conv2d(3, 6, 5))
+    assert cf.eligible(nn.Conv2d(64, 64, 3, stride=2, padding=1, bias=False))
+    assert not cf.eligible(nn.Conv2d(8, 8, 3, groups=2))
+    assert not cf.eligible(nn.Conv2d(8, 8, 3, dilation=2))
+    assert not cf.eligible(nn.Conv2d(8, 8, (3, 5)))
+    assert not cf.eligible(nn.Conv2d(8, 8, 3, stride=(1, 2)))
+    assert not cf.eligible(nn.Conv2d(8, 8, 3, padding="same"))
+    assert not cf.eligible(nn.Conv2d(8, 8, 9))
+    assert not cf.eligible(nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"))
+    assert not cf.eligible(nn.Conv2d(256, 256, 3))
+
+
+# ---- the decision ------------------------------------------------------------------------------
+
+
+def test_choose_takes_cnnc_only_past_the_margin() -> None:
+    times = {"forward": (1.0, 0.5), "input_grad": (1.0, 0.99), "weight_grad": (0.5, 1.0)}
+    assert cf.choose(times) == Choice(True, False, False)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
+    cf.forget()
+    yield tmp_path
+    cf.forget()
+
+
+@pytest.mark.usefixtures("cache")
+def test_a_kernel_forced_to_lose_keeps_onednn(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not cf.kernel_available():
+        pytest.skip("no vector build of the kernel at this machine's level")
+    real = cf.forward
+
+    def slow(*args: object) -> torch.Tensor:
+        time.sleep(0.25)  # beyond any preemption of oneDNN's call on a shared machine
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cf, "forward", slow)
+    g = Geometry(4, 6, 16, 14, 14, 5, 1, 0, True, False)
+    choice = cf.decide(g)
+    assert not choice.forward
+    assert cf.decision_seconds() > 0
+
+
+@pytest.mark.usefixtures("cache")
+def test_decisions_are_cached_in_memory_and_on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not cf.kernel_available():
+        pytest.skip("no vector build of the kernel at this machine's level")
+    timed: list[Geometry] = []
+
+    def measure(g: Geometry, rounds: int = cf.ROUNDS) -> dict[str, tuple[float, float]]:
+        timed.append(g)
+        return {"forward": (2.0, 1.0), "input_grad": (1.0, 2.0), "weight_grad": (3.0, 1.0)}
+
+    monkeypatch.setattr(cf, "measure", measure)
+    g = Geometry(2, 3, 6, 12, 12, 5, 1, 0, True, False)
+    want = Choice(True, False, True)
+    assert cf.decide(g) == want and cf.decide(g) == want
+    assert timed == [g]
+    assert cf.cache_file().exists()
+    cf.forget()  # a new process: the choice comes from the disk
+    assert cf.decide(g) == want and timed == [g]
+    assert cf.decision_seconds() == 0
+
+
+@pytest.mark.usefixtures("cache")
+def test_measure_times_both_kernels_of_every_pass() -> None:
+    if not cf.kernel_available():
+        pytest.skip("no vector build of the kernel at this machine's level")
+    times = cf.measure(Geometry(2, 3, 6, 12, 12, 5, 1, 0, True, True), rounds=2)
+    assert set(times) == set(cf.PASSES)
+    assert all(a > 0 and b > 0 for a, b in times.values())
+
+
+# ---- the rewrites -------------------------------------------------------------------------------
+
+
+def _lenet() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 10 * 10, 10),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_training_rewrite_swaps_fp32_convolutions(bf16: bool, level: str) -> None:
+    model = _lenet()
+    prepared, report = rewrites.for_training(model, exact=False, cpu_kernels=True, bf16=bf16)
+    swapped = [m for m in prepared.modules() if isinstance(m, Fp32Conv2d)]
+    expect = cf.kernel_available() and not bf16
+    assert len(swapped) == (2 if expect else 0)
+    assert report.applied.get("conv_fp32", 0) == len(swapped)
+    assert list(prepared.state_dict()) == list(model.state_dict())
+
+
+@pytest.mark.usefixtures("cache")
+def test_rewritten_model_trains_like_the_original(level: str) -> None:
+    torch.manual_seed(0)
+    model = _lenet()
+    prepared, _ = rewrites.for_training(
+        copy.deepcopy(model), exact=False, cpu_kernels=True, bf16=False
+    )
+    x = torch.randn(4, 3, 32, 32)
+    outs = []
+    for net in (model, prepared):
+        out = net(x)
+        out.square().sum().backward()
+        outs.append([out, *(p.grad for p in net.parameters())])
+    for got, want in zip(outs[1], outs[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_inference_rewrite_swaps_fp32_convolutions(level: str) -> None:
+    model = _lenet().eval()
+    prepared, _ = rewrites.for_inference(model, cpu_kernels=True)
+    swapped = [m for m in prepared.modules() if isinstance(m, Fp32Conv2d)]
+    assert len(swapped) == (2 if cf.kernel_available() else 0)
+
+
+def test_parity_gate_trusts_the_kernel(level: str) -> None:
+    parity.forget()
+    try:
+        assert parity.mismatch(cf.KERNEL) is None
+    finally:
+        parity.forget()
