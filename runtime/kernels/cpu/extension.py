@@ -51,11 +51,12 @@ KERNELS = tuple(sorted(_CPP))
 # allocator has no vector code. On aarch64 NEON is the baseline, so it is the lowest path.
 Paths = dict[str, tuple[str, ...]]  # architecture -> paths
 _VECTOR: Paths = {"x86_64": ("scalar", "avx512"), "aarch64": ("neon",)}
+_VEC: Paths = {"x86_64": ("scalar", "avx2", "avx512"), "aarch64": ("neon",)}
 _BF16_DOT: Paths = {"x86_64": ("scalar", "avx512_bf16"), "aarch64": ("neon",)}
 _PLAIN: Paths = {"x86_64": ("scalar",), "aarch64": ("neon",)}
 _PATHS: dict[str, Paths] = {
     "pool2x2": _VECTOR,
-    "batchnorm": _VECTOR,
+    "batchnorm": _VEC,
     "dropout": _VECTOR,
     "conv3x3": _BF16_DOT,
     "conv_wgrad": _BF16_DOT,
