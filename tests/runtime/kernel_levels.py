@@ -15,7 +15,7 @@ BUILT = cpu_ext.compiler() is not None  # without a compiler every kernel is ATe
 # kernel -> its vector paths (x86-64; other architectures have the scalar path alone)
 VECTOR_PATHS = {
     "pool2x2": ("avx512",),
-    "batchnorm": ("avx512",),
+    "batchnorm": ("avx2", "avx512"),
     "dropout": ("avx512",),
     "conv3x3": ("avx512_bf16",),
     "conv_wgrad": ("avx512_bf16",),
@@ -32,6 +32,9 @@ def expected_path(kernel: str, level: str) -> str:
     return max(fitting, key=order.index, default="scalar")
 
 
-def vectorized_at(level: str) -> bool:
-    """True when the fused pooling and batch-norm kernels run a vector path at ``level``."""
-    return BUILT and expected_path("pool2x2", level) != "scalar"
+def vectorized_at(level: str, *kernels: str) -> bool:
+    """True when ``kernels`` (default: the fused pooling and batch-norm kernels, which the
+    cpu_kernels optimization needs) all run a vector path at ``level``."""
+    return BUILT and all(
+        expected_path(kernel, level) != "scalar" for kernel in kernels or ("pool2x2", "batchnorm")
+    )

@@ -7,9 +7,10 @@
 // of reading the saved output.
 //
 // Streams: every pass walks contiguous memory. Channels-last rows make the channel pattern
-// periodic with period C, so per-channel constants are laid out once per lcm(C, 16) elements
-// ("phases" of 16 lanes) and the loop is a flat stream of vectors; an NCHW plane is a run of
-// one channel (constants broadcast).
+// periodic with period C, so per-channel constants are laid out once per lcm(C, W) elements
+// ("phases" of one W-lane vector each; W = 16 on AVX-512, 8 on AVX2, 4 on NEON) and the loop
+// is a flat stream of vectors; an NCHW plane is a run of one channel (constants broadcast).
+// The vector code is at::vec's (batchnorm_body.h), built once per code path (paths.h).
 //
 // Numerics: sums accumulate in fp32 over blocks and in fp64 across blocks; the variance is
 // E[x^2] - E[x]^2 in fp64; one fused multiply-add per element. Results match ATen within
@@ -19,6 +20,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <numeric>

@@ -2,8 +2,8 @@
 
 On CPU it runs ``cpu/batchnorm.cpp``: one statistics pass and one normalize(+ReLU) pass
 forward, one reduction pass and one write pass backward, over channels-last rows or NCHW
-planes (AVX-512 vectors, or the scalar path below that ISA level). Elsewhere, or without the built kernel, it computes through ATen's
-``native_batch_norm``. Numerics match ATen within floating-point tolerance (statistics are
+planes (at::vec vectors: AVX-512, AVX2 or NEON, per the ISA level). Elsewhere, or without
+the built kernel, it computes through ATen's ``native_batch_norm``. Numerics match ATen within floating-point tolerance (statistics are
 summed in another order); running statistics are updated like nn.BatchNorm2d's.
 
 ``FusedBatchNorm2d`` is an nn.BatchNorm2d that shares the original module's parameters and

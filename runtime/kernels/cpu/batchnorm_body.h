@@ -1,18 +1,20 @@
-// The code of batchnorm.cpp, compiled once per code path (see paths.h): the AVX-512 blocks where CNNC_AVX512 is defined,
-// the scalar loops everywhere (and for the vector tails).
+// The code of batchnorm.cpp, compiled once per code path (see paths.h). Its vector code is
+// written once against at::vec (vec.h's Vec: 16 fp32 lanes on AVX-512, 8 on AVX2 and on the
+// scalar build's plain arrays, 4 on NEON) and runs for fp32, bf16 and fp16 on every path,
+// partial vectors included; fp64 takes the scalar loops.
 
 constexpr int64_t kBlockPeriods = 64;  // periods summed in fp32 before joining fp64 totals
 
 // Per-element constants of one stream, repeated every `period` elements.
 struct Layout {
-  int64_t period;              // lcm(channels per period, 16) elements
+  int64_t period;              // lcm(channels per period, kWidth) elements
   std::vector<int64_t> chan;   // channel of each element of a period
 };
 
 Layout layout(int64_t C, bool channels_last) {
   Layout l;
   const int64_t c = channels_last ? C : 1;
-  l.period = std::lcm(c, kLanes);
+  l.period = std::lcm(c, kWidth);
   l.chan.resize(l.period);
   for (int64_t e = 0; e < l.period; ++e) l.chan[e] = e % c;
   return l;
@@ -38,96 +40,105 @@ struct Consts {
 
 // ---- sums: s1 += v, s2 += v * x over a stream, v = x (forward) or the masked gradient g -------
 
-#ifdef CNNC_AVX512
+// v where `keep` > 0, else 0 (also where `keep` is NaN, as the scalar `!(keep > 0)` tests).
+inline __attribute__((always_inline)) Vec where_positive(const Vec& keep, const Vec& v) {
+  return v & (keep > Vec(0.f));
+}
+
+// The summand of one vector of n <= kWidth elements at `at` (lanes from n are 0): x in the
+// forward; in the backward dy, masked by the ReLU (m > 0 given the output m, else a x + b > 0).
+template <typename T, bool Backward>
+inline __attribute__((always_inline)) Vec summand(const T* x, const T* dy, const T* m,
+                                                  int64_t at, const Vec& xv, const Vec& a,
+                                                  const Vec& b, bool relu, int64_t n) {
+  if constexpr (!Backward) {
+    return xv;
+  } else {
+    const Vec g = vload(dy + at, n);
+    if (m) return where_positive(vload(m + at, n), g);
+    if (relu) return where_positive(at::vec::fmadd(a, xv, b), g);
+    return g;
+  }
+}
+
 // The full periods of a stream with P phases held in registers. Short periods are unrolled
 // U times, each copy with its own accumulators, so the adds do not wait on one another.
+// Returns where the full periods end.
 template <typename T, bool Backward, int P>
 int64_t sums_registers(const T* x, const T* dy, const T* m, int64_t len, const Consts& k,
                        bool relu, float* s1, float* s2) {
   constexpr int U = P >= 4 ? 1 : 4 / P;
-  __m512 acc1[U * P], acc2[U * P], a[P], b[P];
+  Vec acc1[U * P], acc2[U * P], a[P], b[P];
   for (int q = 0; q < U * P; ++q) {
-    acc1[q] = _mm512_setzero_ps();
-    acc2[q] = _mm512_setzero_ps();
+    acc1[q] = Vec(0.f);
+    acc2[q] = Vec(0.f);
   }
   for (int q = 0; q < P; ++q) {
     if constexpr (Backward) {
-      a[q] = _mm512_loadu_ps(k.a + q * kLanes);
-      b[q] = _mm512_loadu_ps(k.b + q * kLanes);
+      a[q] = Vec::loadu(k.a + q * kWidth);
+      b[q] = Vec::loadu(k.b + q * kWidth);
     }
   }
   auto vec = [&](int64_t at, int q, int slot) __attribute__((always_inline)) {
-    const __m512 xv = load(x + at, 0xFFFF);
-    __m512 v = xv;
-    if constexpr (Backward) {
-      v = load(dy + at, 0xFFFF);
-      if (m) {
-        const __m512 out = load(m + at, 0xFFFF);
-        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(out, _mm512_setzero_ps(), _CMP_GT_OQ), v);
-      } else if (relu) {
-        const __m512 pre = _mm512_fmadd_ps(a[q], xv, b[q]);
-        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), v);
-      }
-    }
-    acc1[slot] = _mm512_add_ps(acc1[slot], v);
-    acc2[slot] = _mm512_fmadd_ps(v, xv, acc2[slot]);
+    const Vec xv = vload(x + at);
+    const Vec v = summand<T, Backward>(x, dy, m, at, xv, a[q], b[q], relu, kWidth);
+    acc1[slot] = acc1[slot] + v;
+    acc2[slot] = at::vec::fmadd(v, xv, acc2[slot]);
   };
-  const int64_t period = P * kLanes;
+  const int64_t period = P * kWidth;
   int64_t i = 0;
   for (; i + U * period <= len; i += U * period) {
     for (int u = 0; u < U; ++u) {
-      for (int q = 0; q < P; ++q) vec(i + u * period + q * kLanes, q, u * P + q);
+      for (int q = 0; q < P; ++q) vec(i + u * period + q * kWidth, q, u * P + q);
     }
   }
   for (; i + period <= len; i += period) {
-    for (int q = 0; q < P; ++q) vec(i + q * kLanes, q, q);
+    for (int q = 0; q < P; ++q) vec(i + q * kWidth, q, q);
   }
   for (int q = 0; q < P; ++q) {
-    __m512 t1 = acc1[q], t2 = acc2[q];
+    Vec t1 = acc1[q], t2 = acc2[q];
     for (int u = 1; u < U; ++u) {
-      t1 = _mm512_add_ps(t1, acc1[u * P + q]);
-      t2 = _mm512_add_ps(t2, acc2[u * P + q]);
+      t1 = t1 + acc1[u * P + q];
+      t2 = t2 + acc2[u * P + q];
     }
-    _mm512_storeu_ps(s1 + q * kLanes, _mm512_add_ps(_mm512_loadu_ps(s1 + q * kLanes), t1));
-    _mm512_storeu_ps(s2 + q * kLanes, _mm512_add_ps(_mm512_loadu_ps(s2 + q * kLanes), t2));
+    (Vec::loadu(s1 + q * kWidth) + t1).store(s1 + q * kWidth);
+    (Vec::loadu(s2 + q * kWidth) + t2).store(s2 + q * kWidth);
   }
   return i;
 }
-#endif
 
+// Adds the stream's sums to s1 and s2 (one entry per element of a period).
 template <typename T, bool Backward>
 void stream_sums(const T* x, const T* dy, const T* m, int64_t len, const Layout& l,
                  const Consts& k, bool relu, float* s1, float* s2) {
   int64_t i = 0;
-#ifdef CNNC_AVX512
-  if constexpr (kVector<T>) {
-    switch (l.period / kLanes) {
+  if constexpr (kVectorType<T>) {
+    // one vector of n elements at `at`, phase q, summed in memory
+    auto vec = [&](int64_t at, int64_t q, int64_t n) __attribute__((always_inline)) {
+      const Vec xv = vload(x + at, n);
+      Vec a, b;
+      if constexpr (Backward) {
+        a = Vec::loadu(k.a + q);
+        b = Vec::loadu(k.b + q);
+      }
+      const Vec v = summand<T, Backward>(x, dy, m, at, xv, a, b, relu, n);
+      (Vec::loadu(s1 + q) + v).store(s1 + q);
+      at::vec::fmadd(v, xv, Vec::loadu(s2 + q)).store(s2 + q);
+    };
+    switch (l.period / kWidth) {
       case 1: i = sums_registers<T, Backward, 1>(x, dy, m, len, k, relu, s1, s2); break;
       case 2: i = sums_registers<T, Backward, 2>(x, dy, m, len, k, relu, s1, s2); break;
       case 3: i = sums_registers<T, Backward, 3>(x, dy, m, len, k, relu, s1, s2); break;
       case 4: i = sums_registers<T, Backward, 4>(x, dy, m, len, k, relu, s1, s2); break;
       default:
         for (; i + l.period <= len; i += l.period) {
-          for (int64_t q = 0; q < l.period; q += kLanes) {
-            const __m512 xv = load(x + i + q, 0xFFFF);
-            __m512 v = xv;
-            if constexpr (Backward) {
-              v = load(dy + i + q, 0xFFFF);
-              if (m) {
-                const __m512 out = load(m + i + q, 0xFFFF);
-                v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(out, _mm512_setzero_ps(), _CMP_GT_OQ), v);
-              } else if (relu) {
-                const __m512 pre = _mm512_fmadd_ps(_mm512_loadu_ps(k.a + q), xv, _mm512_loadu_ps(k.b + q));
-                v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), v);
-              }
-            }
-            _mm512_storeu_ps(s1 + q, _mm512_add_ps(_mm512_loadu_ps(s1 + q), v));
-            _mm512_storeu_ps(s2 + q, _mm512_fmadd_ps(v, xv, _mm512_loadu_ps(s2 + q)));
-          }
+          for (int64_t q = 0; q < l.period; q += kWidth) vec(i + q, q, kWidth);
         }
     }
+    // the last, partial period: its zero lanes add nothing
+    for (int64_t q = 0; i + q < len; q += kWidth) vec(i + q, q, std::min(kWidth, len - i - q));
+    return;
   }
-#endif
   for (; i < len; ++i) {
     const int64_t e = i % l.period;
     const float xv = static_cast<float>(x[i]);
@@ -152,44 +163,39 @@ void stream_sums(const T* x, const T* dy, const T* m, int64_t len, const Layout&
 template <typename T, bool Backward>
 void stream_apply(const T* x, const T* dy, const T* m, T* gout, T* out, int64_t len,
                   const Layout& l, const Consts& k, bool relu) {
-  int64_t i = 0;
-#ifdef CNNC_AVX512
-  if constexpr (kVector<T>) {
-    // One vector at element `at` (constants at phase q); `lm` masks a partial last vector.
-    // Full vectors pass a constant mask, so their loads and stores are plain ones (masked
-    // stores are slow on some CPUs).
-    auto vec = [&](int64_t at, int64_t q, __mmask16 lm) __attribute__((always_inline)) {
-      const __m512 xv = load(x + at, lm);
-      const __m512 a = _mm512_loadu_ps(k.a + q), b = _mm512_loadu_ps(k.b + q);
-      __m512 v;
+  if constexpr (kVectorType<T>) {
+    // One vector of n elements at `at` (constants at phase q). Full vectors pass the
+    // constant kWidth, so their loads and stores are plain ones.
+    auto vec = [&](int64_t at, int64_t q, int64_t n) __attribute__((always_inline)) {
+      const Vec xv = vload(x + at, n);
+      const Vec a = Vec::loadu(k.a + q), b = Vec::loadu(k.b + q);
+      Vec v;
       if constexpr (Backward) {
-        __m512 g = load(dy + at, lm);
+        Vec g = vload(dy + at, n);
         if (m) {
-          const __m512 y = load(m + at, lm);
-          g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), g);
-          store(gout + at, g, lm);
+          g = where_positive(vload(m + at, n), g);
+          vstore(gout + at, g, n);
         } else if (relu) {
-          const __m512 pre = _mm512_fmadd_ps(a, xv, b);
-          g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, _mm512_setzero_ps(), _CMP_GT_OQ), g);
+          g = where_positive(at::vec::fmadd(a, xv, b), g);
         }
-        v = _mm512_fmadd_ps(_mm512_loadu_ps(k.ga + q), g,
-                            _mm512_fmadd_ps(_mm512_loadu_ps(k.gk + q), xv, _mm512_loadu_ps(k.gd + q)));
+        v = at::vec::fmadd(Vec::loadu(k.ga + q), g,
+                           at::vec::fmadd(Vec::loadu(k.gk + q), xv, Vec::loadu(k.gd + q)));
       } else {
-        v = _mm512_fmadd_ps(a, xv, b);
-        if (dy) v = _mm512_add_ps(v, load(dy + at, lm));
-        if (relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // NaN propagates, like torch
+        v = at::vec::fmadd(a, xv, b);
+        if (dy) v = v + vload(dy + at, n);
+        if (relu) v = at::vec::clamp_min(v, Vec(0.f));  // max(0, v): NaN propagates, like torch
       }
-      store(out + at, v, lm);
+      vstore(out + at, v, n);
     };
+    int64_t i = 0;
     const int64_t full = len - len % l.period;
     for (; i < full; i += l.period) {
-      for (int64_t q = 0; q < l.period; q += kLanes) vec(i + q, q, 0xFFFF);
+      for (int64_t q = 0; q < l.period; q += kWidth) vec(i + q, q, kWidth);
     }
-    for (int64_t q = 0; i + q < len; q += kLanes) vec(i + q, q, lanes(len - i - q));
+    for (int64_t q = 0; i + q < len; q += kWidth) vec(i + q, q, std::min(kWidth, len - i - q));
     return;
   }
-#endif
-  for (; i < len; ++i) {
+  for (int64_t i = 0; i < len; ++i) {
     const int64_t e = i % l.period;
     const float xv = static_cast<float>(x[i]);
     float v;

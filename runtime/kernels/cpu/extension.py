@@ -56,7 +56,7 @@ _BF16_DOT: Paths = {"x86_64": ("scalar", "avx512_bf16"), "aarch64": ("neon",)}
 _PLAIN: Paths = {"x86_64": ("scalar",), "aarch64": ("neon",)}
 _PATHS: dict[str, Paths] = {
     "pool2x2": _VECTOR,
-    "batchnorm": _VECTOR,
+    "batchnorm": _VEC,
     "dropout": _VECTOR,
     "conv3x3": _BF16_DOT,
     "conv_wgrad": _BF16_DOT,
