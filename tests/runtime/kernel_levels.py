@@ -12,7 +12,7 @@ from runtime.kernels.cpu import extension as cpu_ext, isa
 LEVELS = isa.cpu_levels()[: isa.cpu_levels().index(isa.cap() or isa.best()) + 1]
 BUILT = cpu_ext.compiler() is not None  # without a compiler every kernel is ATen's
 
-# kernel -> its vector paths (x86-64; other architectures have the scalar path alone)
+# kernel -> its vector paths on x86-64 (aarch64 builds every kernel for NEON, its baseline)
 VECTOR_PATHS = {
     "pool2x2": ("avx512",),
     "batchnorm": ("avx2", "avx512"),
@@ -23,8 +23,18 @@ VECTOR_PATHS = {
 }
 
 
+def built_paths(kernel: str) -> tuple[str, ...]:
+    """The paths ``kernel`` must be built for on this architecture."""
+    if isa.arch() == "aarch64":
+        return ("neon",)
+    return ("scalar", *VECTOR_PATHS[kernel]) if isa.arch() == "x86_64" else ("scalar",)
+
+
 def expected_path(kernel: str, level: str) -> str:
-    """The path ``kernel`` must run at ``level``: its highest vector path not above it."""
+    """The path ``kernel`` must run at ``level``: its highest vector path not above it (on
+    aarch64 NEON at every level)."""
+    if isa.arch() == "aarch64":
+        return "neon"
     order = isa.all_levels()
     fitting = [
         p for p in VECTOR_PATHS[kernel] if p in order and order.index(p) <= order.index(level)
