@@ -133,10 +133,12 @@ def compiler() -> str | None:
 
 
 @functools.cache
-def source_hash() -> str:
-    """A digest of every extension source and header: a change builds a fresh extension."""
+def source_hash(name: str) -> str:
+    """A digest of kernel ``name``'s sources: its .cpp, its body and the shared headers (a
+    change to one kernel's body rebuilds that kernel only)."""
     digest = hashlib.sha256()
-    files = [*_CPP.values(), *SOURCES.glob("*.h")]
+    shared = [path for path in SOURCES.glob("*.h") if not path.name.endswith("_body.h")]
+    files = [_CPP[name], *SOURCES.glob(f"{name}_body.h"), *shared]
     for path in sorted(files, key=lambda path: path.name):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:10]
@@ -144,7 +146,7 @@ def source_hash() -> str:
 
 def extension_name(name: str, path: str | None = None) -> str:
     """The build's name: kernel, code path (default: the one for the level in use), sources."""
-    return f"cnnc_{name}_{path or path_at(name)}_{source_hash()}"
+    return f"cnnc_{name}_{path or path_at(name)}_{source_hash(name)}"
 
 
 def _cpp_extension() -> ModuleType:
