@@ -113,7 +113,7 @@ def cpu_kernels_needed(config: OptimizeConfig, device: torch.device, training: b
     bf16 = training and config.amp == "bf16"
     if bf16 and conv3x3.pays_here():
         names += ["conv3x3", "conv_wgrad"]
-    if not bf16 and cpu_ext.path_at("conv_fp32") != "scalar":
+    if config.amp == "off" and cpu_ext.path_at("conv_fp32") != "scalar":
         names.append("conv_fp32")
     return names
 
