@@ -14,9 +14,9 @@ BUILT = cpu_ext.compiler() is not None  # without a compiler every kernel is ATe
 
 # kernel -> its vector paths (x86-64; other architectures have the scalar path alone)
 VECTOR_PATHS = {
-    "pool2x2": ("avx512",),
+    "pool2x2": ("avx2", "avx512"),
     "batchnorm": ("avx512",),
-    "dropout": ("avx512",),
+    "dropout": ("avx2", "avx512"),
     "conv3x3": ("avx512_bf16",),
     "conv_wgrad": ("avx512_bf16",),
 }
@@ -31,6 +31,7 @@ def expected_path(kernel: str, level: str) -> str:
     return max(fitting, key=order.index, default="scalar")
 
 
-def vectorized_at(level: str) -> bool:
-    """True when the fused pooling and batch-norm kernels run a vector path at ``level``."""
-    return BUILT and expected_path("pool2x2", level) != "scalar"
+def vectorized_at(level: str, kernels: tuple[str, ...] = ("pool2x2", "batchnorm")) -> bool:
+    """True when every kernel in ``kernels`` runs a vector path at ``level``; by default the
+    fused pooling and batch-norm kernels, which ``cpu_kernels`` needs both of."""
+    return BUILT and all(expected_path(kernel, level) != "scalar" for kernel in kernels)

@@ -50,13 +50,14 @@ KERNELS = tuple(sorted(_CPP))
 # (at::vec) have one per level; the bf16 convolutions' vector path needs vdpbf16ps; the
 # allocator has no vector code. On aarch64 NEON is the baseline, so it is the lowest path.
 Paths = dict[str, tuple[str, ...]]  # architecture -> paths
-_VECTOR: Paths = {"x86_64": ("scalar", "avx512"), "aarch64": ("neon",)}
+_VECTOR: Paths = {"x86_64": ("scalar", "avx512"), "aarch64": ("neon",)}  # AVX-512 intrinsics
+_VEC: Paths = {"x86_64": ("scalar", "avx2", "avx512"), "aarch64": ("neon",)}
 _BF16_DOT: Paths = {"x86_64": ("scalar", "avx512_bf16"), "aarch64": ("neon",)}
 _PLAIN: Paths = {"x86_64": ("scalar",), "aarch64": ("neon",)}
 _PATHS: dict[str, Paths] = {
-    "pool2x2": _VECTOR,
+    "pool2x2": _VEC,
     "batchnorm": _VECTOR,
-    "dropout": _VECTOR,
+    "dropout": _VEC,
     "conv3x3": _BF16_DOT,
     "conv_wgrad": _BF16_DOT,
     "allocator": _PLAIN,
