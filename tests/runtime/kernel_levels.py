@@ -14,9 +14,9 @@ BUILT = cpu_ext.compiler() is not None  # without a compiler every kernel is ATe
 
 # kernel -> its vector paths on x86-64 (aarch64 builds every kernel for NEON, its baseline)
 VECTOR_PATHS = {
-    "pool2x2": ("avx512",),
+    "pool2x2": ("avx2", "avx512"),
     "batchnorm": ("avx2", "avx512"),
-    "dropout": ("avx512",),
+    "dropout": ("avx2", "avx512"),
     "conv3x3": ("avx512_bf16",),
     "conv_wgrad": ("avx512_bf16",),
     "conv_fp32": ("avx2", "avx512"),

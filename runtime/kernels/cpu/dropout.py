@@ -2,7 +2,7 @@
 
 ATen's CPU dropout draws an mt19937 number per element in a scalar loop (18 ms for a
 16x512x13x13 activation on this machine); the kernel hashes (element index, seed) with
-AVX-512 (its scalar path, below that ISA level, gives the same masks) and recomputes the
+AVX2 or AVX-512 (its scalar path, below AVX2, gives the same masks) and recomputes the
 mask in the backward instead of storing it. Each element is kept with probability 1 - p and
 scaled by 1 / (1 - p), as in torch, and ``torch.manual_seed`` makes runs repeat; the masks
 themselves differ from torch's (another random stream).

@@ -1,5 +1,14 @@
-// The code of dropout.cpp, compiled once per code path (see paths.h): the AVX-512 loop where CNNC_AVX512 is defined,
-// the scalar loop everywhere; both give the same masks.
+// The code of dropout.cpp, compiled once per code path (see paths.h): the vector loop, written
+// once against at::vec (vec.h), on the vector builds (AVX2, AVX-512, NEON) for fp32, bf16 and
+// fp16; the scalar loop on the scalar build and for double. All give the same masks.
+
+// x86-64's scalar build (at::vec's generic Vectorized: plain arrays) runs the scalar loop,
+// whose uint32 arithmetic wraps by definition (the generic int32 lanes would overflow).
+#if defined(CPU_CAPABILITY_DEFAULT) && !defined(__aarch64__)
+constexpr bool kVectorBuild = false;
+#else
+constexpr bool kVectorBuild = true;
+#endif
 
 inline uint32_t mix(uint32_t x) {
   x ^= x >> 16;
@@ -14,39 +23,51 @@ inline bool keep(uint32_t index, uint32_t s0, uint32_t s1, uint32_t threshold) {
   return mix(mix(index ^ s0) + s1) >= threshold;
 }
 
-#ifdef CNNC_AVX512
-inline __m512i mix(__m512i x) {
-  x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-  x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
-  x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-  x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int>(0x846ca68bU)));
-  return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+// ---- vector path: the same uint32 arithmetic on int32 lanes (two's complement wraps alike) ---
+
+using IVec = at::vec::Vectorized<int32_t>;
+static_assert(IVec::size() == kWidth, "one int32 lane per fp32 lane");
+
+C10_ALWAYS_INLINE IVec i32(uint32_t v) { return IVec(static_cast<int32_t>(v)); }
+
+// x >> s on uint32 lanes: at::vec's int32 shift is arithmetic, so the sign copies are masked off.
+C10_ALWAYS_INLINE IVec shr(const IVec& x, int s) { return (x >> IVec(s)) & i32(0xFFFFFFFFU >> s); }
+
+C10_ALWAYS_INLINE IVec mix(IVec x) {
+  x = x ^ shr(x, 16);
+  x = x * i32(0x7feb352dU);
+  x = x ^ shr(x, 15);
+  x = x * i32(0x846ca68bU);
+  return x ^ shr(x, 16);
 }
-#endif
+
+// Elements [i, i + n), n <= kWidth, whose uint32 indices are the lanes of `index`: kept where
+// mix(mix(index ^ s0) + s1) >= threshold (the sign flips of `limit` and here make it unsigned).
+template <typename T>
+C10_ALWAYS_INLINE void apply_vec(const T* in, T* out, int64_t i, int64_t n, const IVec& index,
+                                 const IVec& s0, const IVec& s1, const IVec& limit,
+                                 const Vec& scale) {
+  const IVec hash = mix(mix(index ^ s0) + s1);
+  const Vec kept = at::vec::cast<float>((hash ^ i32(0x80000000U)) >= limit);  // all-ones lanes
+  vstore(out + i, (vload(in + i, n) * scale) & kept, n);  // dropped lanes: +0
+}
 
 // out[i] = in[i] * scale where element i is kept, else 0, for i in [begin, end)
 template <typename T>
 void apply(const T* in, T* out, int64_t begin, int64_t end, uint32_t s0, uint32_t s1,
            uint32_t threshold, float scale) {
   int64_t i = begin;
-#ifdef CNNC_AVX512
-  if constexpr (kVector<T>) {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i seed0 = _mm512_set1_epi32(static_cast<int>(s0));
-    const __m512i seed1 = _mm512_set1_epi32(static_cast<int>(s1));
-    const __m512i limit = _mm512_set1_epi32(static_cast<int>(threshold));
-    const __m512 factor = _mm512_set1_ps(scale);
-    for (; i < end; i += kLanes) {
-      const __mmask16 valid = lanes(end - i);
-      const __m512i index = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), lane);
-      const __m512i hash = mix(_mm512_add_epi32(mix(_mm512_xor_si512(index, seed0)), seed1));
-      const __mmask16 kept = _mm512_cmpge_epu32_mask(hash, limit);
-      const __m512 x = load(in + i, valid);
-      store(out + i, _mm512_maskz_mul_ps(kept, x, factor), valid);
+  if constexpr (kVectorBuild && kVectorType<T>) {
+    const IVec seed0 = i32(s0), seed1 = i32(s1), limit = i32(threshold ^ 0x80000000U);
+    const IVec stride(static_cast<int32_t>(kWidth));
+    const Vec factor(scale);
+    IVec index = i32(static_cast<uint32_t>(i)) + IVec::arange(0, 1);
+    for (; i + kWidth <= end; i += kWidth, index = index + stride) {
+      apply_vec(in, out, i, kWidth, index, seed0, seed1, limit, factor);
     }
+    if (i < end) apply_vec(in, out, i, end - i, index, seed0, seed1, limit, factor);
     return;
   }
-#endif
   for (; i < end; ++i) {
     const bool k = keep(static_cast<uint32_t>(i), s0, s1, threshold);
     out[i] = static_cast<T>(k ? static_cast<float>(in[i]) * scale : 0.f);

@@ -50,14 +50,13 @@ KERNELS = tuple(sorted(_CPP))
 # (at::vec) have one per level; the bf16 convolutions' vector path needs vdpbf16ps; the
 # allocator has no vector code. On aarch64 NEON is the baseline, so it is the lowest path.
 Paths = dict[str, tuple[str, ...]]  # architecture -> paths
-_VECTOR: Paths = {"x86_64": ("scalar", "avx512"), "aarch64": ("neon",)}
 _VEC: Paths = {"x86_64": ("scalar", "avx2", "avx512"), "aarch64": ("neon",)}
 _BF16_DOT: Paths = {"x86_64": ("scalar", "avx512_bf16"), "aarch64": ("neon",)}
 _PLAIN: Paths = {"x86_64": ("scalar",), "aarch64": ("neon",)}
 _PATHS: dict[str, Paths] = {
-    "pool2x2": _VECTOR,
+    "pool2x2": _VEC,
     "batchnorm": _VEC,
-    "dropout": _VECTOR,
+    "dropout": _VEC,
     "conv3x3": _BF16_DOT,
     "conv_wgrad": _BF16_DOT,
     "conv_fp32": _VEC,
@@ -70,13 +69,12 @@ _PATH_FLAGS = {
     "scalar": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"],
     "neon": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"],
     "avx2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
-    "avx512": [*_AVX512, "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512", "-DCNNC_AVX512"],
+    "avx512": [*_AVX512, "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
     "avx512_bf16": [
         *_AVX512,
         "-mavx512bf16",
         "-DCPU_CAPABILITY=AVX512",
         "-DCPU_CAPABILITY_AVX512",
-        "-DCNNC_AVX512",
         "-DCNNC_AVX512_BF16",
     ],
 }

@@ -1,5 +1,5 @@
 // Included by the 3x3 kernel bodies (conv3x3_body.h, conv_wgrad_body.h) inside each code
-// path's namespace, like simd.h: no include guard and no includes (<cstring> comes before).
+// path's namespace, like the bodies: no include guard and no includes (<cstring> comes before).
 //
 // A 3x3, pad-1 convolution reads, for output rows [h0, h0 + rows) at `stride`, the input
 // rows h0 * stride - 1 .. (h0 + rows - 1) * stride + 1. Both kernels copy those rows into a

@@ -7,7 +7,7 @@
 //
 //   scalar       x86-64's baseline; at::vec's generic Vectorized (plain arrays)
 //   avx2         -mavx2 -mfma -mf16c,  CPU_CAPABILITY_AVX2: at::vec's 8-lane AVX2 vectors
-//   avx512       -mavx512{f,bw,vl,dq}, CPU_CAPABILITY_AVX512: 16-lane vectors; CNNC_AVX512
+//   avx512       -mavx512{f,bw,vl,dq}, CPU_CAPABILITY_AVX512: 16-lane vectors
 //   avx512_bf16  avx512 + -mavx512bf16; CNNC_AVX512_BF16 (vdpbf16ps, which at::vec lacks)
 //   neon         aarch64's baseline: at::vec's 4-lane NEON vectors
 //
@@ -37,7 +37,6 @@ namespace {
 
 namespace cnnc_kernel {
 using namespace cnnc_vec;
-#include "simd.h"  // the AVX-512 intrinsics of bodies not yet written against vec.h
 #include CNNC_BODY
 }  // namespace cnnc_kernel
 

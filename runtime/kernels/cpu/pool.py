@@ -1,7 +1,7 @@
 """``cnnc_runtime::maxpool2x2``: fused [ReLU +] 2x2 stride-2 max pooling, a torch custom op.
 
-On CPU it runs the C++ kernel of ``cpu/pool2x2.cpp`` (vectorized with AVX-512, scalar below
-that level; one byte of window index per output instead of int64 indices); ATen's CPU max-pooling is a scalar loop that takes about a
+On CPU it runs the C++ kernel of ``cpu/pool2x2.cpp`` (vectorized with AVX2 or AVX-512 through
+at::vec, scalar below AVX2; one byte of window index per output instead of int64 indices); ATen's CPU max-pooling is a scalar loop that takes about a
 quarter of a LeNet training step. Elsewhere, or when the kernel cannot be built, the same
 op computes through ATen. Values and gradients equal ``max_pool2d(relu(x), 2)`` and
 ``relu(max_pool2d(x, 2))`` bit for bit (tests check ties, NaN, odd sizes, both memory

@@ -1,9 +1,11 @@
 // Fused [ReLU +] 2x2 stride-2 max pooling for CPU, forward and backward.
 //
 // Why: ATen's CPU max_pool2d is a scalar, branchy loop (~1-2 ms for LeNet's 128x6x28x28 on
-// two cores, a quarter of a training step); this one is AVX-512, branch-free and stores a
-// one-byte window index instead of int64 indices. Its scalar path (paths.h) gives the same
-// results bit for bit on any CPU, for tests and below the AVX-512 level.
+// two cores, a quarter of a training step); this one is vectorized (its vector code is
+// written once against at::vec and built for AVX2, AVX-512 and NEON, see paths.h),
+// branch-free, and stores a one-byte window index instead of int64 indices. Every path,
+// the scalar one included (for tests, and below the AVX2 level), gives the same results bit
+// for bit.
 //
 // Exactness: the window is scanned in torch's order (top-left, top-right, bottom-left,
 // bottom-right); the first maximum wins, and a NaN wins over numbers (the last NaN over

@@ -1,9 +1,21 @@
-// The code of pool2x2.cpp, compiled once per code path (see paths.h): the AVX-512 blocks
-// where CNNC_AVX512 is defined, the scalar loops everywhere (and for the vector tails).
+// The code of pool2x2.cpp, compiled once per code path (see paths.h). The vector code is
+// written once against at::vec (vec.h) and runs on the vector builds (AVX2, AVX-512, NEON) for
+// fp32, bf16 and fp16, partial vectors included; the scalar loops run on the scalar build
+// (the reference the vector paths are tested against) and for double.
 
 constexpr uint8_t kNoGrad = 4;
 
-// ---- scalar path: any ISA, and the tails of the vector path --------------------------------
+// x86-64's scalar build (at::vec's generic Vectorized: plain arrays) runs the scalar loops.
+#if defined(CPU_CAPABILITY_DEFAULT) && !defined(__aarch64__)
+constexpr bool kVectorBuild = false;
+#else
+constexpr bool kVectorBuild = true;
+#endif
+
+template <typename T>
+constexpr bool kVectorLoops = kVectorBuild && kVectorType<T>;
+
+// ---- scalar path: the scalar build, and double -----------------------------------------------
 
 inline void window(float a, float b, float c, float d, bool relu, float& out, uint8_t& k) {
   const bool tb = (b > a) | (b != b);
@@ -24,67 +36,70 @@ inline void window(float a, float b, float c, float d, bool relu, float& out, ui
 template <typename T>
 inline float f32(T v) { return static_cast<float>(v); }
 
-#ifdef CNNC_AVX512
-// The window rule on 16 lanes at once (same semantics as `window`).
-inline void window16(__m512 a, __m512 b, __m512 c, __m512 d, bool relu, __m512& out,
-                     __m128i& k) {
-  const __mmask16 tb = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
-  const __m512 m0 = _mm512_mask_blend_ps(tb, a, b);
-  const __mmask16 td = _mm512_cmp_ps_mask(d, c, _CMP_GT_OQ) | _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
-  const __m512 m1 = _mm512_mask_blend_ps(td, c, d);
-  const __mmask16 tv = _mm512_cmp_ps_mask(m1, m0, _CMP_GT_OQ) | _mm512_cmp_ps_mask(m1, m1, _CMP_UNORD_Q);
-  __m512 m = _mm512_mask_blend_ps(tv, m0, m1);
-  const __m128i one = _mm_set1_epi8(1);
-  const __m128i kb = _mm_maskz_mov_epi8(tb, one);
-  const __m128i kd = _mm_add_epi8(_mm_set1_epi8(2), _mm_maskz_mov_epi8(td, one));
-  k = _mm_mask_blend_epi8(tv, kb, kd);
+// ---- vector path: kWidth windows at once (inlined into the loops: Vec stays in registers) ---
+
+// The window rule on kWidth lanes (same semantics as `window`); k gets the index as fp32
+// lanes (0-4). Comparisons give all-ones lanes; ordered ones are false for NaN.
+C10_ALWAYS_INLINE void window_vec(const Vec& a, const Vec& b, const Vec& c, const Vec& d,
+                                  bool relu, Vec& out, Vec& k) {
+  const Vec tb = (b > a) | b.isnan();
+  const Vec m0 = Vec::blendv(a, b, tb);
+  const Vec td = (d > c) | d.isnan();
+  const Vec m1 = Vec::blendv(c, d, td);
+  const Vec tv = (m1 > m0) | m1.isnan();
+  Vec m = Vec::blendv(m0, m1, tv);
+  const Vec one(1.f);
+  k = Vec::blendv(tb & one, Vec(2.f) + (td & one), tv);
   if (relu) {
-    const __m512 zero = _mm512_setzero_ps();
-    const __mmask16 cut = _mm512_cmp_ps_mask(m, zero, _CMP_LE_OQ);  // false for NaN
-    k = _mm_mask_mov_epi8(k, cut, _mm_set1_epi8(static_cast<char>(kNoGrad)));
-    m = _mm512_mask_mov_ps(m, cut, zero);
+    const Vec zero(0.f);
+    const Vec cut = m <= zero;  // false for NaN: torch's ReLU passes it and its gradient
+    k = Vec::blendv(k, Vec(static_cast<float>(kNoGrad)), cut);
+    m = Vec::blendv(m, zero, cut);
   }
   out = m;
 }
 
-// Lane-pair shuffles between "two windows side by side" and "one row of 32 inputs".
-inline __m512i even_idx() {
-  return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+// n <= kWidth window indices (fp32 lanes holding 0-4) to and from one byte each.
+C10_ALWAYS_INLINE void store_index(uint8_t* p, const Vec& k, int64_t n) {
+  at::vec::convert<uint8_t>(k).store(p, static_cast<int>(n));
 }
-inline __m512i odd_idx() {
-  return _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-}
-inline __m512i interleave_lo() {
-  return _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-}
-inline __m512i interleave_hi() {
-  return _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-}
+C10_ALWAYS_INLINE Vec load_index(const uint8_t* p, int64_t n) {
+  using Bytes = at::vec::Vectorized<uint8_t>;
+#ifdef CPU_CAPABILITY_AVX2
+  if (n == kWidth) {  // AVX2's loadu(p, n) goes through a buffer; this is one 8-byte load
+    return at::vec::convert<float>(Bytes::loadu_one_fourth(p));
+  }
 #endif
+  return at::vec::convert<float>(Bytes::loadu(p, static_cast<uint8_t>(n)));
+}
 
 // ---- forward --------------------------------------------------------------------------------
 
-// One output row of an NCHW plane: inputs r0/r1 (2*ow_count+ elements), outputs y/k.
+// Outputs [ow, ow + n) of an NCHW row, n <= kWidth: 2n inputs from each of r0 and r1.
+template <typename T>
+C10_ALWAYS_INLINE void forward_vec_nchw(const T* r0, const T* r1, T* y, uint8_t* k, int64_t ow,
+                                        int64_t n, bool relu) {
+  const int64_t lo = 2 * n < kWidth ? 2 * n : kWidth, hi = 2 * n - lo;
+  const T* top = r0 + 2 * ow;
+  const T* bottom = r1 + 2 * ow;
+  // deinterleave2: (even lanes, odd lanes) of 2 * kWidth inputs, i.e. the windows' columns
+  const auto [a, b] = at::vec::deinterleave2(vload(top, lo), vload(top + kWidth, hi));
+  const auto [c, d] = at::vec::deinterleave2(vload(bottom, lo), vload(bottom + kWidth, hi));
+  Vec out, idx;
+  window_vec(a, b, c, d, relu, out, idx);
+  vstore(y + ow, out, n);
+  store_index(k + ow, idx, n);
+}
+
+// One output row of an NCHW plane: inputs r0/r1 (2*OW+ elements), outputs y/k.
 template <typename T>
 void forward_row_nchw(const T* r0, const T* r1, T* y, uint8_t* k, int64_t OW, bool relu) {
   int64_t ow = 0;
-#ifdef CNNC_AVX512
-  if constexpr (kVector<T>) for (; ow < OW; ow += 16) {
-    const int64_t n = OW - ow < 16 ? OW - ow : 16;
-    const __mmask16 lo = lanes(2 * n), hi = lanes(2 * n - 16 > 0 ? 2 * n - 16 : 0);
-    const __m512 p0 = load(r0 + 2 * ow, lo), q0 = load(r0 + 2 * ow + 16, hi);
-    const __m512 p1 = load(r1 + 2 * ow, lo), q1 = load(r1 + 2 * ow + 16, hi);
-    const __m512 a = _mm512_permutex2var_ps(p0, even_idx(), q0);
-    const __m512 b = _mm512_permutex2var_ps(p0, odd_idx(), q0);
-    const __m512 c = _mm512_permutex2var_ps(p1, even_idx(), q1);
-    const __m512 d = _mm512_permutex2var_ps(p1, odd_idx(), q1);
-    __m512 out;
-    __m128i idx;
-    window16(a, b, c, d, relu, out, idx);
-    store(y + ow, out, lanes(n));
-    _mm_mask_storeu_epi8(k + ow, lanes(n), idx);
+  if constexpr (kVectorLoops<T>) {
+    for (; ow + kWidth <= OW; ow += kWidth) forward_vec_nchw(r0, r1, y, k, ow, kWidth, relu);
+    if (ow < OW) forward_vec_nchw(r0, r1, y, k, ow, OW - ow, relu);
+    return;
   }
-#endif
   for (; ow < OW; ++ow) {
     float out;
     window(f32(r0[2 * ow]), f32(r0[2 * ow + 1]), f32(r1[2 * ow]), f32(r1[2 * ow + 1]), relu,
@@ -93,22 +108,29 @@ void forward_row_nchw(const T* r0, const T* r1, T* y, uint8_t* k, int64_t OW, bo
   }
 }
 
+// Channels [c, c + n) of one channels-last output pixel, n <= kWidth.
+template <typename T>
+C10_ALWAYS_INLINE void forward_vec_nhwc(const T* p00, const T* p01, const T* p10, const T* p11,
+                                        T* y, uint8_t* k, int64_t c, int64_t n, bool relu) {
+  Vec out, idx;
+  window_vec(vload(p00 + c, n), vload(p01 + c, n), vload(p10 + c, n), vload(p11 + c, n), relu,
+             out, idx);
+  vstore(y + c, out, n);
+  store_index(k + c, idx, n);
+}
+
 // One output pixel of a channels-last tensor: C contiguous channels per input pixel.
 template <typename T>
 void forward_pixel_nhwc(const T* p00, const T* p01, const T* p10, const T* p11, T* y,
                         uint8_t* k, int64_t C, bool relu) {
   int64_t c = 0;
-#ifdef CNNC_AVX512
-  if constexpr (kVector<T>) for (; c < C; c += 16) {
-    const __mmask16 m = lanes(C - c);
-    __m512 out;
-    __m128i idx;
-    window16(load(p00 + c, m), load(p01 + c, m), load(p10 + c, m), load(p11 + c, m), relu, out,
-             idx);
-    store(y + c, out, m);
-    _mm_mask_storeu_epi8(k + c, m, idx);
+  if constexpr (kVectorLoops<T>) {
+    for (; c + kWidth <= C; c += kWidth) {
+      forward_vec_nhwc(p00, p01, p10, p11, y, k, c, kWidth, relu);
+    }
+    if (c < C) forward_vec_nhwc(p00, p01, p10, p11, y, k, c, C - c, relu);
+    return;
   }
-#endif
   for (; c < C; ++c) {
     float out;
     window(f32(p00[c]), f32(p01[c]), f32(p10[c]), f32(p11[c]), relu, out, k[c]);
@@ -149,26 +171,32 @@ void forward(const at::Tensor& x, at::Tensor& y, at::Tensor& k, bool relu, bool 
 
 // ---- backward -------------------------------------------------------------------------------
 
+// Outputs [ow, ow + n) of an NCHW row, n <= kWidth: g routed to 2n inputs of r0 and of r1.
+template <typename T>
+C10_ALWAYS_INLINE void backward_vec_nchw(const T* g, const uint8_t* k, T* r0, T* r1, int64_t ow,
+                                         int64_t n) {
+  const Vec gv = vload(g + ow, n);
+  const Vec kv = load_index(k + ow, n);
+  Vec part[4];
+  for (int j = 0; j < 4; ++j) part[j] = gv & (kv == Vec(static_cast<float>(j)));  // else +0
+  const int64_t lo = 2 * n < kWidth ? 2 * n : kWidth, hi = 2 * n - lo;
+  // interleave2: the two columns of each window back side by side
+  const auto [top0, top1] = at::vec::interleave2(part[0], part[1]);
+  const auto [bottom0, bottom1] = at::vec::interleave2(part[2], part[3]);
+  vstore(r0 + 2 * ow, top0, lo);
+  vstore(r0 + 2 * ow + kWidth, top1, hi);
+  vstore(r1 + 2 * ow, bottom0, lo);
+  vstore(r1 + 2 * ow + kWidth, bottom1, hi);
+}
+
 template <typename T>
 void backward_row_nchw(const T* g, const uint8_t* k, T* r0, T* r1, int64_t OW) {
   int64_t ow = 0;
-#ifdef CNNC_AVX512
-  if constexpr (kVector<T>) for (; ow < OW; ow += 16) {
-    const int64_t n = OW - ow < 16 ? OW - ow : 16;
-    const __mmask16 m = lanes(n);
-    const __m512 gv = load(g + ow, m);
-    const __m128i kv = _mm_maskz_loadu_epi8(m, k + ow);
-    __m512 part[4];
-    for (int j = 0; j < 4; ++j) {
-      part[j] = _mm512_maskz_mov_ps(_mm_cmpeq_epi8_mask(kv, _mm_set1_epi8(static_cast<char>(j))), gv);
-    }
-    const __mmask16 lo = lanes(2 * n), hi = lanes(2 * n - 16 > 0 ? 2 * n - 16 : 0);
-    store(r0 + 2 * ow, _mm512_permutex2var_ps(part[0], interleave_lo(), part[1]), lo);
-    store(r0 + 2 * ow + 16, _mm512_permutex2var_ps(part[0], interleave_hi(), part[1]), hi);
-    store(r1 + 2 * ow, _mm512_permutex2var_ps(part[2], interleave_lo(), part[3]), lo);
-    store(r1 + 2 * ow + 16, _mm512_permutex2var_ps(part[2], interleave_hi(), part[3]), hi);
+  if constexpr (kVectorLoops<T>) {
+    for (; ow + kWidth <= OW; ow += kWidth) backward_vec_nchw(g, k, r0, r1, ow, kWidth);
+    if (ow < OW) backward_vec_nchw(g, k, r0, r1, ow, OW - ow);
+    return;
   }
-#endif
   const T zero = static_cast<T>(0.f);
   for (; ow < OW; ++ow) {
     const T v = g[ow];
@@ -180,22 +208,25 @@ void backward_row_nchw(const T* g, const uint8_t* k, T* r0, T* r1, int64_t OW) {
   }
 }
 
+// Channels [c, c + n) of one channels-last output pixel, n <= kWidth.
+template <typename T>
+C10_ALWAYS_INLINE void backward_vec_nhwc(const T* g, const uint8_t* k, T* const* out, int64_t c,
+                                         int64_t n) {
+  const Vec gv = vload(g + c, n);
+  const Vec kv = load_index(k + c, n);
+  for (int j = 0; j < 4; ++j) vstore(out[j] + c, gv & (kv == Vec(static_cast<float>(j))), n);
+}
+
 template <typename T>
 void backward_pixel_nhwc(const T* g, const uint8_t* k, T* p00, T* p01, T* p10, T* p11,
                          int64_t C) {
   T* out[4] = {p00, p01, p10, p11};
   int64_t c = 0;
-#ifdef CNNC_AVX512
-  if constexpr (kVector<T>) for (; c < C; c += 16) {
-    const __mmask16 m = lanes(C - c);
-    const __m512 gv = load(g + c, m);
-    const __m128i kv = _mm_maskz_loadu_epi8(m, k + c);
-    for (int j = 0; j < 4; ++j) {
-      const __mmask16 hit = _mm_cmpeq_epi8_mask(kv, _mm_set1_epi8(static_cast<char>(j)));
-      store(out[j] + c, _mm512_maskz_mov_ps(hit, gv), m);
-    }
+  if constexpr (kVectorLoops<T>) {
+    for (; c + kWidth <= C; c += kWidth) backward_vec_nhwc(g, k, out, c, kWidth);
+    if (c < C) backward_vec_nhwc(g, k, out, c, C - c);
+    return;
   }
-#endif
   const T zero = static_cast<T>(0.f);
   for (; c < C; ++c) {
     for (int j = 0; j < 4; ++j) {
