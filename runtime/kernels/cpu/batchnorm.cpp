@@ -17,7 +17,8 @@
 // floating-point tolerance, not bit for bit. Running statistics follow nn.BatchNorm2d
 // (unbiased batch variance; the caller passes momentum 1/n for momentum=None).
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 and its at::Tensor casters (not all of torch/extension.h)
 #include <ATen/Parallel.h>
 
 #include <algorithm>

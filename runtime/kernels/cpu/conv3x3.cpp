@@ -27,7 +27,8 @@
 // are streamed once per block of output pixels, so large layers (weights past L2) are slower
 // than oneDNN; the Python side uses this kernel up to 64x64 channels.
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 and its at::Tensor casters (not all of torch/extension.h)
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -48,8 +49,8 @@
 // output gradient x; a stride-2 one needs `size`, the (H, W) of that convolution's input.
 // k = 3 with padding 1, or k = 1 with padding 0 (the centre tap of the same window).
 // Returns (N, Co, OH, OW) bf16 channels-last.
-torch::Tensor conv3x3(const torch::Tensor& x, const torch::Tensor& weight,
-                      const c10::optional<torch::Tensor>& bias, int64_t stride, bool transposed,
+at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight,
+                      const c10::optional<at::Tensor>& bias, int64_t stride, bool transposed,
                       const std::vector<int64_t>& size) {
   return cnnc_kernel::conv3x3_apply(x, weight, bias, stride, transposed, size);
 }

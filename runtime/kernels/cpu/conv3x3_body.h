@@ -53,7 +53,7 @@ void pack(const T* base, int64_t so, int64_t si, int64_t sh, int64_t sw, const T
 
 // `transposed`: the weight is the forward weight (ci, co, 3, 3) of the convolution whose
 // input gradient this is, so the channel roles are swapped (the maps flip the taps).
-std::vector<uint16_t> pack_weights(const torch::Tensor& weight, const Geometry& g,
+std::vector<uint16_t> pack_weights(const at::Tensor& weight, const Geometry& g,
                                    bool transposed, const TapMap& rows, const TapMap& cols) {
   std::vector<uint16_t> out(9 * g.ci * g.co);
   const auto st = weight.strides();
@@ -256,7 +256,7 @@ void run(const Geometry& g, int columns, const uint16_t* x, const uint16_t* wp,
 // coordinates; each phase is a stride-1 pass with its own packed weights. A 1x1 (pointwise)
 // convolution reaches only the even-even phase (window tap 1, weight tap 0); the caller
 // zeroes the others.
-void input_grad_stride2(const torch::Tensor& gy, const torch::Tensor& weight, bool pointwise,
+void input_grad_stride2(const at::Tensor& gy, const at::Tensor& weight, bool pointwise,
                         Geometry g, uint16_t* y) {
   const TapMap even = pointwise ? TapMap{-1, 0, -1} : TapMap{-1, 1, -1}, odd{-1, 2, 0};
   for (int pr = 0; pr < 2; ++pr)
@@ -273,8 +273,8 @@ void input_grad_stride2(const torch::Tensor& gy, const torch::Tensor& weight, bo
 }
 
 // The entry point (conv3x3 in conv3x3.cpp has the arguments).
-torch::Tensor conv3x3_apply(const torch::Tensor& x, const torch::Tensor& weight,
-                            const c10::optional<torch::Tensor>& bias, int64_t stride,
+at::Tensor conv3x3_apply(const at::Tensor& x, const at::Tensor& weight,
+                            const c10::optional<at::Tensor>& bias, int64_t stride,
                             bool transposed, const std::vector<int64_t>& size) {
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 4 &&
                   x.is_contiguous(at::MemoryFormat::ChannelsLast),
@@ -302,12 +302,12 @@ torch::Tensor conv3x3_apply(const torch::Tensor& x, const torch::Tensor& weight,
   const int taps = pointwise ? 2 : 7;  // window rows and columns read
   Geometry g{x.size(0), ci, x.size(2), x.size(3), co, oh, ow, stride, oh, ow, 0, 0, 1, taps};
   const auto options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
-  auto y = torch::empty({g.n, g.co, oh, ow}, options);
+  auto y = at::empty({g.n, g.co, oh, ow}, options);
   if (phases && pointwise) y.zero_();  // three of the four phases get no taps
-  torch::Tensor b;
+  at::Tensor b;
   if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(!transposed && bias->numel() == co, "conv3x3: bias of size out_channels expected");
-    b = bias->to(torch::kBFloat16).to(torch::kFloat32).contiguous();  // rounded as autocast does
+    b = bias->to(at::kBFloat16).to(at::kFloat).contiguous();  // rounded as autocast does
   }
   auto* out = reinterpret_cast<uint16_t*>(y.data_ptr());
   if (phases) {

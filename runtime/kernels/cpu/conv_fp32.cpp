@@ -24,7 +24,8 @@
 // registers. The Python side (conv_fp32.py) times this kernel against oneDNN per layer and
 // pass and uses it only where it is faster.
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 and its at::Tensor casters (not all of torch/extension.h)
 #include <ATen/Parallel.h>
 
 #include <algorithm>

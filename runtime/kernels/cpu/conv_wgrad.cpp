@@ -25,7 +25,8 @@
 // Limits: input channels a multiple of 16, output channels a multiple of 8; the caller
 // checks and otherwise uses ATen.
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 and its at::Tensor casters (not all of torch/extension.h)
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -42,7 +43,7 @@
 
 // x: (N, Ci, H, W) bf16, channels-last; grad: (N, Co, OH, OW) bf16, channels-last.
 // Returns dW: (Co, Ci, 3, 3) bf16, channels-last.
-torch::Tensor weight_grad(const torch::Tensor& x, const torch::Tensor& grad, int64_t stride) {
+at::Tensor weight_grad(const at::Tensor& x, const at::Tensor& grad, int64_t stride) {
   return cnnc_kernel::wgrad_apply(x, grad, stride);
 }
 

@@ -152,7 +152,7 @@ int64_t tile_rows(const Shape& s) {
 }
 
 // The entry point (weight_grad in conv_wgrad.cpp has the arguments).
-torch::Tensor wgrad_apply(const torch::Tensor& x, const torch::Tensor& grad, int64_t stride) {
+at::Tensor wgrad_apply(const at::Tensor& x, const at::Tensor& grad, int64_t stride) {
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && grad.scalar_type() == at::kBFloat16,
               "conv_wgrad: bf16 tensors expected");
   TORCH_CHECK(x.dim() == 4 && grad.dim() == 4 && x.size(0) == grad.size(0), "conv_wgrad: shapes");
@@ -168,7 +168,7 @@ torch::Tensor wgrad_apply(const torch::Tensor& x, const torch::Tensor& grad, int
               "conv_wgrad: channels must be multiples of 16 (input) and 8 (output)");
   const int64_t size = s.co * 9 * s.ci;
   const auto layout = x.options().memory_format(at::MemoryFormat::ChannelsLast);
-  auto out = torch::empty({s.co, s.ci, 3, 3}, layout);
+  auto out = at::empty({s.co, s.ci, 3, 3}, layout);
   std::vector<float> total(size, 0.f);
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr());
   const auto* gp = reinterpret_cast<const uint16_t*>(grad.data_ptr());

@@ -17,7 +17,8 @@
 // Layout: the index is the element's position in memory; the caller passes tensors dense in
 // one memory format, and the backward's gradient in the forward input's format.
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 and its at::Tensor casters (not all of torch/extension.h)
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -27,7 +28,7 @@
 #define CNNC_BODY "dropout_body.h"
 #include "paths.h"
 
-torch::Tensor apply(const torch::Tensor& x, double p, int64_t s0, int64_t s1) {
+at::Tensor apply(const at::Tensor& x, double p, int64_t s0, int64_t s1) {
   return cnnc_kernel::dropout_apply(x, p, s0, s1);
 }
 

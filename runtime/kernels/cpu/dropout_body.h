@@ -75,11 +75,11 @@ void apply(const T* in, T* out, int64_t begin, int64_t end, uint32_t s0, uint32_
 }
 
 // x dense in its memory format. The backward is the same map applied to the gradient.
-torch::Tensor dropout_apply(const torch::Tensor& x, double p, int64_t s0, int64_t s1) {
+at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t s0, int64_t s1) {
   TORCH_CHECK(x.is_non_overlapping_and_dense(), "dropout kernel: a dense tensor expected");
   TORCH_CHECK(x.numel() < (int64_t{1} << 32), "dropout kernel: over 2^32 elements");
   TORCH_CHECK(p >= 0.0 && p < 1.0, "dropout kernel: p must be in [0, 1)");
-  auto out = torch::empty_like(x);
+  auto out = at::empty_like(x);
   const auto threshold = static_cast<uint32_t>(std::min(p * 4294967296.0, 4294967295.0));
   const auto scale = static_cast<float>(1.0 / (1.0 - p));
   const auto a = static_cast<uint32_t>(s0), b = static_cast<uint32_t>(s1);

@@ -17,7 +17,8 @@
 // Layout: NCHW (contiguous) and channels-last, fp32 / bf16 / fp16. Rows are split over
 // at::parallel_for (torch's own OpenMP runtime, loaded once by libtorch).
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 and its at::Tensor casters (not all of torch/extension.h)
 #include <ATen/Parallel.h>
 
 #include <cstdint>
