@@ -2,14 +2,6 @@
 // once against at::vec (vec.h), on the vector builds (AVX2, AVX-512, NEON) for fp32, bf16 and
 // fp16; the scalar loop on the scalar build and for double. All give the same masks.
 
-// x86-64's scalar build (at::vec's generic Vectorized: plain arrays) runs the scalar loop,
-// whose uint32 arithmetic wraps by definition (the generic int32 lanes would overflow).
-#if defined(CPU_CAPABILITY_DEFAULT) && !defined(__aarch64__)
-constexpr bool kVectorBuild = false;
-#else
-constexpr bool kVectorBuild = true;
-#endif
-
 inline uint32_t mix(uint32_t x) {
   x ^= x >> 16;
   x *= 0x7feb352dU;

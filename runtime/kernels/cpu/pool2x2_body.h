@@ -5,12 +5,6 @@
 
 constexpr uint8_t kNoGrad = 4;
 
-// x86-64's scalar build (at::vec's generic Vectorized: plain arrays) runs the scalar loops.
-#if defined(CPU_CAPABILITY_DEFAULT) && !defined(__aarch64__)
-constexpr bool kVectorBuild = false;
-#else
-constexpr bool kVectorBuild = true;
-#endif
 
 template <typename T>
 constexpr bool kVectorLoops = kVectorBuild && kVectorType<T>;

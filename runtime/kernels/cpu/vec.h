@@ -18,6 +18,15 @@ namespace cnnc_vec {
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kWidth = Vec::size();  // fp32 lanes of one vector on this build
 
+// False on x86-64's scalar build, where at::vec's Vectorized is plain arrays: bodies run their
+// scalar loops there (the reference their vector paths are tested against; the generic int32
+// lanes would also overflow where uint32 arithmetic wraps by definition).
+#if defined(CPU_CAPABILITY_DEFAULT) && !defined(__aarch64__)
+constexpr bool kVectorBuild = false;
+#else
+constexpr bool kVectorBuild = true;
+#endif
+
 // The element types the vector code handles (fp32 in registers); double takes scalar loops.
 template <typename T>
 constexpr bool kVectorType =
