@@ -19,7 +19,7 @@ import logging
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,9 @@ from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from runtime.kernels.triton.fuse import fuse_conv_relu_nodes
+
+if TYPE_CHECKING:
+    from runtime.kernels.cpu.conv_module import SharedConv2d
 
 log = logging.getLogger("runtime.optimize")
 
@@ -281,15 +284,7 @@ def conv_kernels(graph_module: fx.GraphModule) -> int:
     """
     from runtime.kernels.cpu.conv3x3 import KernelConv2d, eligible, kernel_available
 
-    if not kernel_available():
-        return 0
-    count = 0
-    for node in graph_module.graph.nodes:
-        module = _module(graph_module, node)
-        if type(module) is nn.Conv2d and not module._forward_hooks and eligible(module):
-            graph_module.add_submodule(str(node.target), KernelConv2d.from_module(module))
-            count += 1
-    return count
+    return _swap_convs(graph_module, KernelConv2d, eligible) if kernel_available() else 0
 
 
 def conv_fp32(graph_module: fx.GraphModule) -> int:
@@ -300,13 +295,21 @@ def conv_fp32(graph_module: fx.GraphModule) -> int:
     None is swapped when the kernel has no vector build at this ISA level."""
     from runtime.kernels.cpu.conv_fp32 import Fp32Conv2d, eligible, kernel_available
 
-    if not kernel_available():
-        return 0
+    return _swap_convs(graph_module, Fp32Conv2d, eligible) if kernel_available() else 0
+
+
+def _swap_convs(
+    graph_module: fx.GraphModule,
+    kind: type[SharedConv2d],
+    eligible: Callable[[nn.Conv2d], bool],
+) -> int:
+    """Put ``kind`` over every plain, hook-free, ``eligible`` Conv2d (same name, same
+    Parameters); how many were swapped."""
     count = 0
     for node in graph_module.graph.nodes:
         module = _module(graph_module, node)
         if type(module) is nn.Conv2d and not module._forward_hooks and eligible(module):
-            graph_module.add_submodule(str(node.target), Fp32Conv2d.from_module(module))
+            graph_module.add_submodule(str(node.target), kind.from_module(module))
             count += 1
     return count
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from runtime.kernels.cpu import isa
+from runtime.kernels.cpu.conv_module import SharedConv2d
 from runtime.kernels.cpu.extension import load, vectorized
 
 SMALL_WEIGHTS = 64 * 64  # in x out channels the direct convolution takes (measured)
@@ -174,21 +175,8 @@ class _Conv3x3(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-class KernelConv2d(nn.Conv2d):
+class KernelConv2d(SharedConv2d):
     """A Conv2d over another's Parameters whose bf16 CPU training step runs the kernels."""
-
-    @classmethod
-    def from_module(cls, conv: nn.Conv2d) -> KernelConv2d:
-        """The module over ``conv``'s own Parameters (same state_dict keys and values)."""
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding",
-                     "dilation", "transposed", "output_padding", "groups", "padding_mode",
-                     "_reversed_padding_repeated_twice"):  # fmt: skip
-            setattr(new, name, getattr(conv, name))
-        new.weight, new.bias = conv.weight, conv.bias
-        new.train(conv.training)
-        return new
 
     def _bf16(self, x: Tensor) -> bool:
         """True when this call computes in bf16: the inputs' dtype or CPU autocast's."""

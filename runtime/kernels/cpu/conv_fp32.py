@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from runtime.kernels.cpu import isa
+from runtime.kernels.cpu.conv_module import SharedConv2d
 from runtime.kernels.cpu.extension import load, vectorized
 
 log = logging.getLogger("runtime.kernels")
@@ -356,22 +357,9 @@ class _ConvFp32(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-class Fp32Conv2d(nn.Conv2d):
+class Fp32Conv2d(SharedConv2d):
     """A Conv2d over another's Parameters whose fp32 CPU passes run cnnc's direct
     convolution where it measured faster than oneDNN for the layer's geometry."""
-
-    @classmethod
-    def from_module(cls, conv: nn.Conv2d) -> Fp32Conv2d:
-        """The module over ``conv``'s own Parameters (same state_dict keys and values)."""
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding",
-                     "dilation", "transposed", "output_padding", "groups", "padding_mode",
-                     "_reversed_padding_repeated_twice"):  # fmt: skip
-            setattr(new, name, getattr(conv, name))
-        new.weight, new.bias = conv.weight, conv.bias
-        new.train(conv.training)
-        return new
 
     def _kernel_applies(self, x: Tensor) -> bool:
         """True when this call may run the kernel: eager, CPU, 4-d fp32, no autocast."""
