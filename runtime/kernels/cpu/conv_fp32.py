@@ -239,7 +239,9 @@ def machine_key() -> str:
     )
 
 
-_choices: dict[tuple[str, Geometry], Choice] = {}
+# (cnnc's level, threads, geometry) -> choice: what varies within a process (the CPU, ATen's
+# and oneDNN's caps and torch do not), so a step's lookups skip building machine_key()
+_choices: dict[tuple[str, int, Geometry], Choice] = {}
 _lock = threading.Lock()
 _spent = [0.0]  # seconds spent measuring in this process
 
@@ -257,11 +259,14 @@ def forget() -> None:
 
 def decide(g: Geometry) -> Choice:
     """The passes of ``g`` that run cnnc's kernel here: cached, else measured once."""
-    key = (machine_key(), g)
+    key = (isa.level(), torch.get_num_threads(), g)
+    known = _choices.get(key)  # every call of a step: no lock once decided
+    if known is not None:
+        return known
     with _lock:
         if key in _choices:
             return _choices[key]
-        path, text = cache_file(), f"{key[0]} | {g.label()}"
+        path, text = cache_file(), f"{machine_key()} | {g.label()}"
         stored = _load(path).get(text)
         if isinstance(stored, dict) and set(stored) == set(PASSES):
             choice = Choice(**{name: bool(stored[name]) for name in PASSES})
