@@ -1,9 +1,11 @@
-"""cnnc's direct fp32 convolution against oneDNN's (through ATen), layer by layer.
+"""cnnc's fp32 convolutions (direct, and Winograd for 3x3 stride 1) against oneDNN's (through
+ATen), layer by layer.
 
 LeNet-5's two 5x5 layers at batch 128 and ResNet-20's 3x3 layers at batch 64, NCHW (as an
-eager model runs them): forward, input gradient and weight gradient (+ bias gradient), in
-ms and GFLOP/s. Cold: a 64 MiB buffer is written before each call (a training step reads
-activations written long before); warm: the same call again. cnnc's and oneDNN's calls
+eager model runs them) or channels-last: forward, input gradient and weight gradient (+ bias
+gradient), in ms and GFLOP/s (a direct convolution's FLOPs, so Winograd's figure is
+effective). Cold: a 64 MiB buffer is written before each call (a training step reads
+activations written long before); warm: the same call again. The algorithms' calls
 alternate; each figure is the fastest of the rounds (``--stat median`` for the median: on a
 shared machine a call of a few ms is often preempted, and the median then measures the
 scheduler). One process per ISA level, capped as
@@ -25,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from runtime.kernels.cpu import conv_fp32, isa
+from runtime.kernels.cpu import conv_choice, conv_fp32, isa
 
 # (name, batch, in, out, size, kernel, stride, padding)
 LAYERS: list[tuple[str, int, int, int, int, int, int, int]] = [
@@ -51,12 +53,12 @@ def _time(fn: Callable[[], object], cold: bool) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def compare(g: conv_fp32.Geometry, rounds: int, stat: str) -> dict[str, dict[str, float]]:
-    """ms per pass (fastest or median of the rounds): oneDNN's and cnnc's, cold and warm."""
+def compare(g: conv_choice.Geometry, rounds: int, stat: str) -> dict[str, dict[str, float]]:
+    """ms per pass (fastest or median of the rounds), per algorithm, cold and warm:
+    ``{"forward": {"onednn_cold": ms, "direct_warm": ms, ...}}``."""
     pick = min if stat == "min" else statistics.median
     result: dict[str, dict[str, float]] = {}
-    for name, (onednn, cnnc) in conv_fp32.calls(g).items():
-        kernels = {"onednn": onednn, "cnnc": cnnc}
+    for name, kernels in conv_choice.calls(g).items():
         times: dict[str, list[float]] = {}
         for fn in kernels.values():
             fn()
@@ -67,6 +69,18 @@ def compare(g: conv_fp32.Geometry, rounds: int, stat: str) -> dict[str, dict[str
                     times.setdefault(key, []).append(_time(fn, cold))
         result[name] = {key: pick(values) for key, values in times.items()}
     return result
+
+
+def _cells(t: dict[str, float], heat: str, gflop: float) -> str:
+    """oneDNN's ms, cnnc's best ms (and which), both GFLOP/s, and the speed-up."""
+    onednn = t[f"onednn_{heat}"]
+    ours = {k.split("_")[0]: ms for k, ms in t.items() if k.endswith(heat) and "onednn" not in k}
+    best = min(ours, key=ours.__getitem__)
+    ms = ours[best]
+    return (
+        f"{onednn:.3f} | {ms:.3f} {best} | {gflop / onednn:.0f} / {gflop / ms:.0f} | "
+        f"{onednn / ms:.2f}x"
+    )
 
 
 def table(rounds: int, channels_last: bool, stat: str) -> None:
@@ -81,19 +95,14 @@ def table(rounds: int, channels_last: bool, stat: str) -> None:
           "| warm GFLOP/s oneDNN / cnnc | warm speed-up |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, n, ci, co, size, k, s, p in LAYERS:
-        g = conv_fp32.Geometry(n, ci, co, size, size, k, s, p, True, channels_last)
+        g = conv_choice.Geometry(n, ci, co, size, size, k, s, p, True, channels_last)
         gflop = g.flops() / 1e6  # per ms
         for pass_name, t in compare(g, rounds, stat).items():
             if ci == 3 and pass_name == "input_grad":
                 continue  # a first layer's input needs no gradient
-            cells = []
-            for heat in ("cold", "warm"):
-                a, b = t[f"onednn_{heat}"], t[f"cnnc_{heat}"]
-                cells.append(
-                    f"{a:.3f} | {b:.3f} | {gflop / a:.0f} / {gflop / b:.0f} | {a / b:.2f}x"
-                )
+            cells = " | ".join(_cells(t, heat, gflop) for heat in ("cold", "warm"))
             print(f"| {name} ({n}, {ci}→{co}, {size}, {k}, {s}) | {PASS_NAMES[pass_name]} | "
-                  + " | ".join(cells) + " |")  # fmt: skip
+                  f"{cells} |")  # fmt: skip
         sys.stdout.flush()
 
 

@@ -200,12 +200,19 @@ def _conv3x3_mismatch(_device: torch.device, _dtype: torch.dtype) -> str | None:
 
 
 def _conv_fp32_mismatch(_device: torch.device, _dtype: torch.dtype) -> str | None:
-    """The direct fp32 convolution's passes against ATen's, in both layouts: a 5x5 layer
-    with a channel count that ends mid-vector, and a 3x3 stride-2 one with padding."""
+    """The fp32 convolutions' passes against ATen's, in both layouts: the direct one on a
+    5x5 layer with a channel count that ends mid-vector and a 3x3 stride-2 one with
+    padding; Winograd on a 3x3 stride-1 layer with odd sizes."""
+    from runtime.kernels.cpu.conv_choice import Algorithm
     from runtime.kernels.cpu.conv_fp32 import forward, input_grad, weight_grad
 
     generator = torch.Generator().manual_seed(0)
-    for n, ci, co, size, k, stride, padding in ((2, 3, 6, 12, 5, 1, 0), (3, 8, 20, 9, 3, 2, 1)):
+    layers: tuple[tuple[Algorithm, tuple[int, ...]], ...] = (
+        ("direct", (2, 3, 6, 12, 5, 1, 0)),
+        ("direct", (3, 8, 20, 9, 3, 2, 1)),
+        ("winograd", (2, 12, 20, 9, 3, 1, 1)),
+    )
+    for algorithm, (n, ci, co, size, k, stride, padding) in layers:
         x = torch.randn(n, ci, size, size, generator=generator)
         weight = torch.randn(co, ci, k, k, generator=generator)
         bias = torch.randn(co, generator=generator)
@@ -217,16 +224,20 @@ def _conv_fp32_mismatch(_device: torch.device, _dtype: torch.dtype) -> str | Non
         )  # fmt: skip
         for layout in (torch.contiguous_format, torch.channels_last):
             xl, gl = x.contiguous(memory_format=layout), grad.contiguous(memory_format=layout)
-            dw2, db2 = weight_grad(xl, gl, k, stride, padding, True)
+            a = algorithm
+            dw2, db2 = weight_grad(xl, gl, k, stride, padding, True, a)
             checks = [
-                ("forward", forward(xl, weight, bias, stride, padding), y),
-                ("input gradient", input_grad(gl, weight, stride, padding, (size, size)), dx),
+                ("forward", forward(xl, weight, bias, stride, padding, a), y),
+                ("input gradient", input_grad(gl, weight, stride, padding, (size, size), a), dx),
                 ("weight gradient", dw2, dw),
                 ("bias gradient", db2, db),
             ]
             for what, got, expected in checks:
                 if got is None or not max_relative_error(got, expected) <= 1e-4:
-                    return f"the fp32 convolution {what} differs from ATen ({k}x{k}, {layout})"
+                    return (
+                        f"the fp32 {algorithm} convolution {what} differs from ATen "
+                        f"({k}x{k}, {layout})"
+                    )
     return None
 
 

@@ -1,11 +1,13 @@
-"""cnnc's direct fp32 convolution (forward, input, weight and bias gradients) against torch in
-float64 at every ISA level of this machine (its avx2/avx512 paths where the level has them,
-the scalar path below), in NCHW and channels-last; ``Fp32Conv2d`` (its outputs and gradients,
-its fallbacks) and the measured per-pass decision; the rewrites that install it."""
+"""cnnc's fp32 convolutions, direct and Winograd (forward, input, weight and bias gradients),
+against torch in float64 at every ISA level of this machine (its avx2/avx512 paths where the
+level has them, the scalar path below), in NCHW and channels-last; ``Fp32Conv2d`` (its
+outputs and gradients, its fallbacks) and the measured per-pass decision (``conv_choice``);
+the rewrites that install it."""
 
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.kernels import parity
-from runtime.kernels.cpu import conv_fp32 as cf, extension as cpu_ext
-from runtime.kernels.cpu.conv_fp32 import Choice, Fp32Conv2d, Geometry
+from runtime.kernels.cpu import conv_choice as cc, conv_fp32 as cf, extension as cpu_ext
+from runtime.kernels.cpu.conv_choice import Algorithm, Choice, Geometry
+from runtime.kernels.cpu.conv_fp32 import Fp32Conv2d
 from runtime.optimize import rewrites
 from tests.runtime.kernel_levels import BUILT, expected_path
 
 pytestmark = pytest.mark.skipif(not BUILT, reason="no C++ compiler: the convolutions are ATen's")
 
 TOLERANCE = 2e-5  # max |error| / max |float64 result|: fp32 sums in another order
+WINOGRAD_TOLERANCE = 5e-5  # and Winograd's transforms
 
 # (batch, in, out, size, kernel, stride, padding): LeNet's and ResNet-20's layers (smaller
 # batches), then odd sizes, channel counts that end mid-vector, 1x1 and 7x7 kernels, stride 2
@@ -57,17 +61,29 @@ def _tensors(case: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
     return x, weight, bias, y, grad
 
 
-def _close(got: torch.Tensor | None, want: torch.Tensor) -> None:
+# Winograd's cases: every 3x3 stride-1 case above, and odd sizes with paddings 0 and 2
+WINOGRAD_CASES = [c for c in CASES if c[4:6] == (3, 1)] + [
+    (2, 5, 11, 7, 3, 1, 0),
+    (1, 9, 4, 6, 3, 1, 2),
+]
+RUNS = [("direct", c) for c in CASES] + [("winograd", c) for c in WINOGRAD_CASES]
+
+
+def _close(got: torch.Tensor | None, want: torch.Tensor, tolerance: float = TOLERANCE) -> None:
     assert got is not None and got.dtype == torch.float32 and got.shape == want.shape
-    assert parity.max_relative_error(got.double(), want) <= TOLERANCE
+    assert parity.max_relative_error(got.double(), want) <= tolerance
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize(
+    ("algorithm", "case"), RUNS, ids=[f"{a}-{'-'.join(map(str, c))}" for a, c in RUNS]
+)
 def test_passes_match_torch_in_float64(
-    case: tuple[int, ...], channels_last: bool, level: str
+    algorithm: Algorithm, case: tuple[int, ...], channels_last: bool, level: str
 ) -> None:
     co, size, k, stride, padding = case[2:]
+    tolerance = WINOGRAD_TOLERANCE if algorithm == "winograd" else TOLERANCE
+    a = algorithm
     x, weight, bias, y, grad = _tensors(case)
     dx, dw, db = torch.ops.aten.convolution_backward(
         grad, x, weight, [co], [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1,
@@ -76,23 +92,27 @@ def test_passes_match_torch_in_float64(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x32, grad32, w32 = x.float().contiguous(memory_format=fmt), grad.float(), weight.float()
     grad32 = grad32.contiguous(memory_format=fmt)
-    out = cf.forward(x32, w32, bias.float(), stride, padding)
-    _close(out, y)
+    out = cf.forward(x32, w32, bias.float(), stride, padding, a)
+    _close(out, y, tolerance)
     assert out.is_contiguous(memory_format=fmt)  # the input's memory format
-    _close(cf.forward(x32, w32, None, stride, padding), y - bias.view(-1, 1, 1))
-    _close(cf.input_grad(grad32, w32, stride, padding, (size, size + 1)), dx)
-    dw32, db32 = cf.weight_grad(x32, grad32, k, stride, padding, True)
-    _close(dw32, dw)
-    _close(db32, db)
-    assert cf.weight_grad(x32, grad32, k, stride, padding, False)[1] is None
+    _close(cf.forward(x32, w32, None, stride, padding, a), y - bias.view(-1, 1, 1), tolerance)
+    dx32 = cf.input_grad(grad32, w32, stride, padding, (size, size + 1), a)
+    _close(dx32, dx, tolerance)
+    assert dx32.is_contiguous(memory_format=fmt)
+    dw32, db32 = cf.weight_grad(x32, grad32, k, stride, padding, True, a)
+    _close(dw32, dw, tolerance)
+    _close(db32, db, tolerance)
+    assert cf.weight_grad(x32, grad32, k, stride, padding, False, a)[1] is None
     assert cpu_ext.path(cf.KERNEL) == expected_path(cf.KERNEL, level)
 
 
-def test_strided_views_are_read_as_they_are(level: str) -> None:
+@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
+def test_strided_views_are_read_as_they_are(algorithm: Algorithm, level: str) -> None:
     base = torch.randn(2, 8, 12, 12)
     x = base[:, ::2, 1:, :-1]  # neither layout: any strides are read directly
     weight = torch.randn(5, 4, 3, 3)
-    _close(cf.forward(x, weight, None, 1, 1), F.conv2d(x.double(), weight.double(), None, 1, 1))
+    want = F.conv2d(x.double(), weight.double(), None, 1, 1)
+    _close(cf.forward(x, weight, None, 1, 1, algorithm), want, WINOGRAD_TOLERANCE)
 
 
 # ---- the module ------------------------------------------------------------------------------
@@ -109,7 +129,11 @@ def _always(choice: Choice, monkeypatch: pytest.MonkeyPatch) -> list[Geometry]:
     return seen
 
 
-CHOICES = [Choice(True, True, True), Choice(False, True, False), Choice(True, False, True)]
+CHOICES = [
+    Choice("direct", "direct", "direct"),
+    Choice("onednn", "direct", "onednn"),
+    Choice("direct", "onednn", "direct"),
+]
 
 
 @pytest.mark.parametrize("choice", CHOICES, ids=["all", "input_grad", "fwd+wgrad"])
@@ -137,10 +161,31 @@ def test_module_keeps_outputs_and_gradients(
     assert seen == ([Geometry(3, 6, 16, 15, 14, 5, 2, 1, True, channels_last)] if uses else [])
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_module_with_winograd_keeps_outputs_and_gradients(
+    channels_last: bool, level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _always(Choice("winograd", "winograd", "winograd"), monkeypatch)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 24, 3, padding=1)
+    swapped = Fp32Conv2d.from_module(copy.deepcopy(conv))
+    x = torch.randn(2, 16, 9, 10)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grads = []
+    for module in (conv, swapped):
+        xi = x.clone().requires_grad_()
+        out = module(xi)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        grads.append([out, xi.grad, module.weight.grad, module.bias.grad])
+    for got, want in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_module_without_bias_and_a_frozen_weight(
     level: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _always(Choice(True, True, True), monkeypatch)
+    _always(Choice("winograd", "winograd", "winograd"), monkeypatch)
     conv = nn.Conv2d(4, 8, 3, bias=False).requires_grad_(False)
     swapped = Fp32Conv2d.from_module(conv)
     x = torch.randn(2, 4, 9, 9, requires_grad=True)
@@ -154,7 +199,7 @@ def test_module_without_bias_and_a_frozen_weight(
 def test_module_leaves_bf16_autocast_and_other_dtypes_to_aten(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seen = _always(Choice(True, True, True), monkeypatch)
+    seen = _always(Choice("direct", "direct", "direct"), monkeypatch)
     swapped = Fp32Conv2d.from_module(nn.Conv2d(3, 6, 5))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert swapped(torch.randn(2, 3, 12, 12)).dtype == torch.bfloat16
@@ -178,17 +223,30 @@ def test_eligible_layers() -> None:
 # ---- the decision ------------------------------------------------------------------------------
 
 
-def test_choose_takes_cnnc_only_past_the_margin() -> None:
-    times = {"forward": (1.0, 0.5), "input_grad": (1.0, 0.99), "weight_grad": (0.5, 1.0)}
-    assert cf.choose(times) == Choice(True, False, False)
+def test_choose_takes_cnnc_fastest_only_past_the_margin() -> None:
+    times: cc.Times = {
+        "forward": {"onednn": 1.0, "direct": 0.5, "winograd": 0.4},
+        "input_grad": {"onednn": 1.0, "direct": 0.99, "winograd": 1.2},
+        "weight_grad": {"onednn": 0.5, "direct": 1.0},
+    }
+    assert cc.choose(times) == Choice("winograd", "onednn", "onednn")
+    times["weight_grad"]["direct"] = 0.2
+    assert cc.choose(times).weight_grad == "direct"
+
+
+def test_winograd_is_a_candidate_for_3x3_stride_1_only() -> None:
+    assert Geometry(2, 16, 16, 8, 8, 3, 1, 1, False, True).algorithms() == cc.ALGORITHMS
+    assert "winograd" not in Geometry(2, 16, 16, 8, 8, 3, 2, 1, False, True).algorithms()
+    assert "winograd" not in Geometry(2, 16, 16, 8, 8, 5, 1, 2, False, True).algorithms()
+    assert "winograd" not in Geometry(2, 16, 16, 8, 8, 3, 1, 3, False, True).algorithms()
 
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
-    cf.forget()
+    cc.forget()
     yield tmp_path
-    cf.forget()
+    cc.forget()
 
 
 @pytest.mark.usefixtures("cache")
@@ -202,10 +260,10 @@ def test_a_kernel_forced_to_lose_keeps_onednn(monkeypatch: pytest.MonkeyPatch) -
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cf, "forward", slow)
-    g = Geometry(4, 6, 16, 14, 14, 5, 1, 0, True, False)
-    choice = cf.decide(g)
-    assert not choice.forward
-    assert cf.decision_seconds() > 0
+    g = Geometry(4, 16, 16, 14, 14, 3, 1, 1, True, False)
+    choice = cc.decide(g)
+    assert choice.forward == "onednn"
+    assert cc.decision_seconds() > 0
 
 
 @pytest.mark.usefixtures("cache")
@@ -214,28 +272,51 @@ def test_decisions_are_cached_in_memory_and_on_disk(monkeypatch: pytest.MonkeyPa
         pytest.skip("no vector build of the kernel at this machine's level")
     timed: list[Geometry] = []
 
-    def measure(g: Geometry, rounds: int = cf.ROUNDS) -> dict[str, tuple[float, float]]:
+    def measure(g: Geometry, rounds: int = cc.ROUNDS) -> cc.Times:
         timed.append(g)
-        return {"forward": (2.0, 1.0), "input_grad": (1.0, 2.0), "weight_grad": (3.0, 1.0)}
+        return {
+            "forward": {"onednn": 2.0, "direct": 1.0},
+            "input_grad": {"onednn": 1.0, "direct": 2.0},
+            "weight_grad": {"onednn": 3.0, "direct": 1.0},
+        }
 
-    monkeypatch.setattr(cf, "measure", measure)
+    monkeypatch.setattr(cc, "measure", measure)
     g = Geometry(2, 3, 6, 12, 12, 5, 1, 0, True, False)
-    want = Choice(True, False, True)
-    assert cf.decide(g) == want and cf.decide(g) == want
+    want = Choice("direct", "onednn", "direct")
+    assert cc.decide(g) == want and cc.decide(g) == want
     assert timed == [g]
-    assert cf.cache_file().exists()
-    cf.forget()  # a new process: the choice comes from the disk
-    assert cf.decide(g) == want and timed == [g]
-    assert cf.decision_seconds() == 0
+    assert cc.cache_file().exists()
+    cc.forget()  # a new process: the choice comes from the disk
+    assert cc.decide(g) == want and timed == [g]
+    assert cc.decision_seconds() == 0
+
+
+@pytest.mark.usefixtures("cache")
+def test_a_cached_entry_of_another_format_is_measured_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    g = Geometry(2, 3, 6, 12, 12, 5, 1, 0, True, False)
+    text = f"{cc.machine_key()} | {g.label()}"
+    cc.cache_file().write_text(
+        json.dumps({text: {"forward": True, "input_grad": False, "weight_grad": True}})
+    )
+    monkeypatch.setattr(cc, "measure", lambda g, rounds=cc.ROUNDS: {
+        name: {"onednn": 1.0, "direct": 2.0} for name in cc.PASSES
+    })  # fmt: skip
+    assert cc.decide(g) == Choice()
+    assert json.loads(cc.cache_file().read_text())[text]["forward"] == "onednn"
 
 
 @pytest.mark.usefixtures("cache")
 def test_measure_times_both_kernels_of_every_pass() -> None:
     if not cf.kernel_available():
         pytest.skip("no vector build of the kernel at this machine's level")
-    times = cf.measure(Geometry(2, 3, 6, 12, 12, 5, 1, 0, True, True), rounds=2)
-    assert set(times) == set(cf.PASSES)
-    assert all(a > 0 and b > 0 for a, b in times.values())
+    times = cc.measure(Geometry(2, 3, 6, 12, 12, 5, 1, 0, True, True), rounds=2)
+    assert set(times) == set(cc.PASSES)
+    assert all(set(by) == {"onednn", "direct"} for by in times.values())
+    times = cc.measure(Geometry(2, 8, 8, 6, 6, 3, 1, 1, False, True), rounds=2)
+    assert all(set(by) == set(cc.ALGORITHMS) for by in times.values())
+    assert all(ms > 0 for by in times.values() for ms in by.values())
 
 
 # ---- the rewrites -------------------------------------------------------------------------------

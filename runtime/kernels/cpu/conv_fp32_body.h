@@ -200,6 +200,16 @@ void unpack_image(const float* buf, int64_t cop, int64_t C, int64_t H, int64_t W
     }
 }
 
+// Spreads `pixels` pixels of C floats, packed, to cop >= C floats each in place (the buffer
+// holds pixels * cop), zeroing channels C .. cop: whole vectors of output channels.
+void widen(float* buf, int64_t pixels, int64_t C, int64_t cop) {
+  if (cop == C) return;
+  for (int64_t q = pixels - 1; q >= 0; --q) {
+    std::memmove(buf + q * cop, buf + q * C, C * sizeof(float));
+    std::fill(buf + q * cop + C, buf + (q + 1) * cop, 0.f);
+  }
+}
+
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes) {
   return at::empty(sizes, like.options().memory_format(like.suggest_memory_format()));
 }
@@ -371,12 +381,7 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
     for (int64_t i = begin; i < end; ++i) {
       pad_image(xd + i * xs[0], xs[1], xs[2], xs[3], ci, h, w, p, p, Hp, Wp, img.data());
       pad_image(ed + i * es[0], es[1], es[2], es[3], co, oh, ow, 0, 0, oh, ow, grad.data());
-      if (cop != co) {  // whole vectors: zero output channels co .. cop
-        for (int64_t q = oh * ow - 1; q >= 0; --q) {
-          std::memmove(grad.data() + q * cop, grad.data() + q * co, co * sizeof(float));
-          std::fill(grad.data() + q * cop + co, grad.data() + (q + 1) * cop, 0.f);
-        }
-      }
+      widen(grad.data(), oh * ow, co, cop);
       if (with_bias)
         for (int64_t q = 0; q < oh * ow; ++q)
           for (int64_t o = 0; o < cop; o += kWidth) {
@@ -410,5 +415,7 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
   }
   return out;
 }
+
+#include "conv_fp32_winograd_body.h"
 
 }  // namespace fp32conv

@@ -136,7 +136,7 @@ def source_hash(name: str) -> str:
     change to one kernel's body rebuilds that kernel only)."""
     digest = hashlib.sha256()
     shared = [path for path in SOURCES.glob("*.h") if not path.name.endswith("_body.h")]
-    files = [_CPP[name], *SOURCES.glob(f"{name}_body.h"), *shared]
+    files = [_CPP[name], *SOURCES.glob(f"{name}*_body.h"), *shared]
     for path in sorted(files, key=lambda path: path.name):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:10]
