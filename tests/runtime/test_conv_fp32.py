@@ -66,7 +66,9 @@ WINOGRAD_CASES = [c for c in CASES if c[4:6] == (3, 1)] + [
     (2, 5, 11, 7, 3, 1, 0),
     (1, 9, 4, 6, 3, 1, 2),
 ]
-RUNS = [("direct", c) for c in CASES] + [("winograd", c) for c in WINOGRAD_CASES]
+RUNS = [("direct", c) for c in CASES] + [
+    (a, c) for a in ("winograd_2x2", "winograd_4x4") for c in WINOGRAD_CASES
+]
 
 
 def _close(got: torch.Tensor | None, want: torch.Tensor, tolerance: float = TOLERANCE) -> None:
@@ -82,7 +84,7 @@ def test_passes_match_torch_in_float64(
     algorithm: Algorithm, case: tuple[int, ...], channels_last: bool, level: str
 ) -> None:
     co, size, k, stride, padding = case[2:]
-    tolerance = WINOGRAD_TOLERANCE if algorithm == "winograd" else TOLERANCE
+    tolerance = WINOGRAD_TOLERANCE if algorithm.startswith("winograd") else TOLERANCE
     a = algorithm
     x, weight, bias, y, grad = _tensors(case)
     dx, dw, db = torch.ops.aten.convolution_backward(
@@ -106,7 +108,7 @@ def test_passes_match_torch_in_float64(
     assert cpu_ext.path(cf.KERNEL) == expected_path(cf.KERNEL, level)
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
+@pytest.mark.parametrize("algorithm", ["direct", "winograd_2x2", "winograd_4x4"])
 def test_strided_views_are_read_as_they_are(algorithm: Algorithm, level: str) -> None:
     base = torch.randn(2, 8, 12, 12)
     x = base[:, ::2, 1:, :-1]  # neither layout: any strides are read directly
@@ -165,7 +167,7 @@ def test_module_keeps_outputs_and_gradients(
 def test_module_with_winograd_keeps_outputs_and_gradients(
     channels_last: bool, level: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _always(Choice("winograd", "winograd", "winograd"), monkeypatch)
+    _always(Choice("winograd_4x4", "winograd_2x2", "winograd_4x4"), monkeypatch)
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 24, 3, padding=1)
     swapped = Fp32Conv2d.from_module(copy.deepcopy(conv))
@@ -185,7 +187,7 @@ def test_module_with_winograd_keeps_outputs_and_gradients(
 def test_module_without_bias_and_a_frozen_weight(
     level: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _always(Choice("winograd", "winograd", "winograd"), monkeypatch)
+    _always(Choice("winograd_2x2", "winograd_4x4", "winograd_2x2"), monkeypatch)
     conv = nn.Conv2d(4, 8, 3, bias=False).requires_grad_(False)
     swapped = Fp32Conv2d.from_module(conv)
     x = torch.randn(2, 4, 9, 9, requires_grad=True)
@@ -225,20 +227,23 @@ def test_eligible_layers() -> None:
 
 def test_choose_takes_cnnc_fastest_only_past_the_margin() -> None:
     times: cc.Times = {
-        "forward": {"onednn": 1.0, "direct": 0.5, "winograd": 0.4},
-        "input_grad": {"onednn": 1.0, "direct": 0.99, "winograd": 1.2},
+        "forward": {"onednn": 1.0, "direct": 0.5, "winograd_2x2": 0.45, "winograd_4x4": 0.4},
+        "input_grad": {"onednn": 1.0, "direct": 0.99, "winograd_4x4": 1.2},
         "weight_grad": {"onednn": 0.5, "direct": 1.0},
     }
-    assert cc.choose(times) == Choice("winograd", "onednn", "onednn")
+    assert cc.choose(times) == Choice("winograd_4x4", "onednn", "onednn")
     times["weight_grad"]["direct"] = 0.2
     assert cc.choose(times).weight_grad == "direct"
 
 
 def test_winograd_is_a_candidate_for_3x3_stride_1_only() -> None:
     assert Geometry(2, 16, 16, 8, 8, 3, 1, 1, False, True).algorithms() == cc.ALGORITHMS
-    assert "winograd" not in Geometry(2, 16, 16, 8, 8, 3, 2, 1, False, True).algorithms()
-    assert "winograd" not in Geometry(2, 16, 16, 8, 8, 5, 1, 2, False, True).algorithms()
-    assert "winograd" not in Geometry(2, 16, 16, 8, 8, 3, 1, 3, False, True).algorithms()
+    for g in (
+        Geometry(2, 16, 16, 8, 8, 3, 2, 1, False, True),
+        Geometry(2, 16, 16, 8, 8, 5, 1, 2, False, True),
+        Geometry(2, 16, 16, 8, 8, 3, 1, 3, False, True),
+    ):
+        assert g.algorithms() == ("onednn", "direct")
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 For each of the three passes (forward, input gradient, weight gradient) of a layer geometry
 (batch, channels, size, kernel, stride, padding, bias, memory format) the candidates are
 oneDNN's convolution (through ATen), cnnc's direct convolution and, for 3x3 stride-1 layers,
-cnnc's Winograd F(2x2, 3x3) (``conv_fp32``). The first call of a geometry times them on
+cnnc's Winograd F(2x2, 3x3) and F(4x4, 3x3) (``conv_fp32``). The first call of a geometry times them on
 synthetic tensors of that geometry, interleaved (``ROUNDS`` rounds after a warm-up call, the
 fastest of each), and takes cnnc's fastest only if it beats oneDNN's by ``MARGIN``. The
 choice is kept in memory and on disk (``$CNNC_CACHE_DIR/conv_fp32.json``, default
@@ -31,7 +31,7 @@ from runtime.kernels.cpu import extension, isa
 
 log = logging.getLogger("runtime.kernels")
 
-Algorithm = Literal["onednn", "direct", "winograd"]
+Algorithm = Literal["onednn", "direct", "winograd_2x2", "winograd_4x4"]
 ALGORITHMS: tuple[Algorithm, ...] = get_args(Algorithm)
 PASSES = ("forward", "input_grad", "weight_grad")
 MARGIN = 1.05  # cnnc's kernel must be 5 % faster than oneDNN's to be chosen
@@ -40,7 +40,7 @@ CACHE_FILE = "conv_fp32.json"
 
 
 def winograd_applies(kernel: int, stride: int, padding: int) -> bool:
-    """Whether cnnc's Winograd F(2x2, 3x3) computes a layer: 3x3, stride 1, padding <= 2."""
+    """Whether cnnc's Winograd convolutions compute a layer: 3x3, stride 1, padding <= 2."""
     return kernel == 3 and stride == 1 and padding <= 2
 
 

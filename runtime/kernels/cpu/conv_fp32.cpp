@@ -32,6 +32,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -51,15 +52,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("grad"), py::arg("kernel"), py::arg("stride"),
         py::arg("padding"), py::arg("bias"));
   m.def("winograd_forward", &cnnc_kernel::fp32conv::winograd_forward,
-        "3x3 stride-1 conv2d(x, weight, bias, padding) by Winograd F(2x2, 3x3)",
-        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("padding"));
+        "3x3 stride-1 conv2d(x, weight, bias, padding) by Winograd F(tile x tile, 3x3)",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("padding"), py::arg("tile"));
   m.def("winograd_input_grad", &cnnc_kernel::fp32conv::winograd_input_grad,
-        "dx of a 3x3 stride-1 conv2d by Winograd F(2x2, 3x3), in dy's format",
+        "dx of a 3x3 stride-1 conv2d by Winograd F(tile x tile, 3x3), in dy's format",
         py::arg("grad"), py::arg("weight"), py::arg("padding"), py::arg("height"),
-        py::arg("width"));
+        py::arg("width"), py::arg("tile"));
   m.def("winograd_weight_grad", &cnnc_kernel::fp32conv::winograd_weight_grad,
-        "[dW] or [dW, db] of a 3x3 stride-1 conv2d by Winograd F(2x2, 3x3)",
-        py::arg("x"), py::arg("grad"), py::arg("padding"), py::arg("bias"));
+        "[dW] or [dW, db] of a 3x3 stride-1 conv2d by Winograd F(tile x tile, 3x3)",
+        py::arg("x"), py::arg("grad"), py::arg("padding"), py::arg("bias"), py::arg("tile"));
   m.def("width", [] { return cnnc_kernel::kWidth; }, "fp32 lanes of this build's vectors");
   cnnc_paths::bind(m);
 }

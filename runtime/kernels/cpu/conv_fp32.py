@@ -5,13 +5,15 @@ input gradient and weight gradient (+ bias gradient), from NCHW or channels-last
 
 - ``direct``: groups 1, dilation 1, square k x k kernels (k <= ``MAX_KERNEL``), equal
   strides and zero paddings on both axes, with or without bias;
-- ``winograd``: Winograd F(2x2, 3x3) for the 3x3 stride-1 layers among those (padding <=
-  2): 2.25x fewer multiplies than a direct convolution, for the layers where oneDNN's
-  direct convolution already runs near the FMA peak (ResNet's 3x3 layers).
+- ``winograd_2x2`` and ``winograd_4x4``: Winograd F(2x2, 3x3) and F(4x4, 3x3) for the 3x3
+  stride-1 layers among those (padding <= 2): 2.25x and 4x fewer multiplies than a direct
+  convolution, for the layers where oneDNN's direct convolution already runs near the FMA
+  peak (ResNet's 3x3 layers).
 
 Both are written once against at::vec and built for x86-64's AVX2 and AVX-512 and aarch64's
 NEON. Results equal ATen's within fp32 rounding (another summation order; Winograd's
-transforms add a few units in the last place).
+transforms add rounding: a few units in the last place for F(2x2), about ten times that for
+F(4x4)).
 
 "Used only where it wins": which algorithm runs each pass of a layer (oneDNN's through ATen,
 or one of cnnc's) is measured per layer geometry on its first call and cached
@@ -33,6 +35,7 @@ from runtime.kernels.cpu.extension import load, vectorized
 KERNEL = "conv_fp32"
 MAX_KERNEL = 7
 MAX_WEIGHTS = 128 * 128  # in x out channels: the packed weights of a larger layer leave L2
+WINOGRAD_TILES: dict[str, int] = {"winograd_2x2": 2, "winograd_4x4": 4}  # output tile sizes
 
 
 def kernel_available() -> bool:
@@ -74,8 +77,9 @@ def forward(
 ) -> Tensor:
     """fp32 ``conv2d(x, weight, bias, stride, padding)``, in x's memory format."""
     module = _module()
-    if algorithm == "winograd":
-        result: Tensor = module.winograd_forward(x, weight, bias, padding)  # type: ignore[attr-defined]
+    if algorithm in WINOGRAD_TILES:
+        tile = WINOGRAD_TILES[algorithm]
+        result: Tensor = module.winograd_forward(x, weight, bias, padding, tile)  # type: ignore[attr-defined]
     else:
         result = module.forward(x, weight, bias, stride, padding)  # type: ignore[attr-defined]
     return result
@@ -92,8 +96,9 @@ def input_grad(
     """dx of ``conv2d(x, weight, stride=stride, padding=padding)`` for x of ``size`` (H, W),
     from the output gradient; in the gradient's memory format."""
     module = _module()
-    if algorithm == "winograd":
-        result: Tensor = module.winograd_input_grad(grad, weight, padding, *size)  # type: ignore[attr-defined]
+    if algorithm in WINOGRAD_TILES:
+        tile = WINOGRAD_TILES[algorithm]
+        result: Tensor = module.winograd_input_grad(grad, weight, padding, *size, tile)  # type: ignore[attr-defined]
     else:
         result = module.input_grad(grad, weight, stride, padding, *size)  # type: ignore[attr-defined]
     return result
@@ -110,8 +115,9 @@ def weight_grad(
 ) -> tuple[Tensor, Tensor | None]:
     """(dW, db or None) of ``conv2d(x, W, b, stride, padding)`` for k x k W."""
     module = _module()
-    if algorithm == "winograd":
-        out = module.winograd_weight_grad(x, grad, padding, bias)  # type: ignore[attr-defined]
+    if algorithm in WINOGRAD_TILES:
+        tile = WINOGRAD_TILES[algorithm]
+        out = module.winograd_weight_grad(x, grad, padding, bias, tile)  # type: ignore[attr-defined]
     else:
         out = module.weight_grad(x, grad, kernel, stride, padding, bias)  # type: ignore[attr-defined]
     return out[0], (out[1] if bias else None)

@@ -1,48 +1,210 @@
-// Winograd F(2x2, 3x3) for the 3x3 stride-1 convolutions of conv_fp32 (included by
-// conv_fp32_body.h inside namespace fp32conv, so it reuses that file's register blocks).
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) for the 3x3 stride-1 convolutions of conv_fp32
+// (included by conv_fp32_body.h inside namespace fp32conv, so it reuses that file's
+// packing and weight-gradient register blocks).
 //
-// A 2x2 output tile is A^T [sum over input channels of U ⊙ V] A, with V = B^T d B the 4x4
-// input tile d transformed and U = G g G^T the 3x3 filter g transformed: 16 multiplies per
-// tile and channel pair instead of the direct convolution's 36 (2.25x fewer FLOPs), paid
-// for with transforms that are linear in the channels. Per block of tiles:
-//   1. the input tiles are transformed into V[16][T][C] (vectors over channels);
-//   2. the 16 products are 16 independent matrix products M[x][t][:] = V[x][t][:] U[x], in
+// An m x m output tile is A^T [sum over input channels of U ⊙ V] A, with V = B^T d B the
+// n x n input tile d (n = m + 2) transformed and U = G g G^T the 3x3 filter g transformed:
+// n^2 multiplies per m^2 outputs and channel pair instead of a direct convolution's 9 m^2
+// (F(2x2): 2.25x fewer, F(4x4): 4x fewer), paid for with transforms linear in the channels.
+// Per block of tiles:
+//   1. the input tiles are transformed into V[n^2][T][C] (vectors over channels);
+//   2. the n^2 products are independent matrix products M[x][t][:] = V[x][t][:] U[x], in
 //      register blocks of tiles x output-channel vectors (gemm);
-//   3. M is transformed back into 2x2 output tiles (vectors over output channels).
+//   3. M is transformed back into m x m output tiles (vectors over output channels).
 // The input gradient of a stride-1 convolution is the same computation over the output
 // gradient with transposed, flipped filters and padding 2 - p. The weight gradient sums,
 // per position x, V[x][t][c] * (A dy_t A^T)[x][k] over all tiles t (the direct convolution's
 // weight-gradient blocks, run_wgrad, with one window row of C floats per tile), and maps the
-// 4x4 sums back through G^T dU G. Rounding differs from a direct convolution's by a few
-// units in the last place of fp32 (the transforms only add, subtract and halve).
+// n x n sums back through G^T dU G. F(2x2)'s transforms only add, subtract and halve, so
+// its rounding is within a few units in the last place of a direct convolution's; F(4x4)'s
+// constants (4, 5, 1/6, 1/24, 8) cost about a decimal digit more.
 
 namespace wino {
 
-constexpr int kPos = 16;  // transformed positions of a 4x4 tile
+// F(2x2, 3x3): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; 1/2 1/2 1/2;
+// 1/2 -1/2 1/2; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1].
+struct F2 {
+  static constexpr int m = 2, n = 4;
+  static constexpr int64_t kBlockKiB = 64;  // V and M of a block (see block_tiles)
+  static void input(const Vec* d, Vec* t) {  // B^T d
+    t[0] = d[0] - d[2], t[1] = d[1] + d[2], t[2] = d[2] - d[1], t[3] = d[1] - d[3];
+  }
+  static void output(const Vec* s, Vec* y) {  // A^T s
+    y[0] = s[0] + s[1] + s[2], y[1] = s[1] - s[2] - s[3];
+  }
+  static void grad(const Vec* y, Vec* x) {  // A y
+    x[0] = y[0], x[1] = y[0] + y[1], x[2] = y[0] - y[1], x[3] = Vec(0.f) - y[1];
+  }
+  static void filter(const float* g, float* u) {  // G g
+    u[0] = g[0], u[1] = 0.5f * (g[0] + g[1] + g[2]), u[2] = 0.5f * (g[0] - g[1] + g[2]);
+    u[3] = g[2];
+  }
+  static void unfilter(const float* u, float* g) {  // G^T u
+    g[0] = u[0] + 0.5f * (u[1] + u[2]), g[1] = 0.5f * (u[1] - u[2]);
+    g[2] = 0.5f * (u[1] + u[2]) + u[3];
+  }
+};
 
-// Tiles per block: V and M of a block fit in 64 KiB, about L1 (measured: 512 KiB blocks
-// ran 1.3-1.5x slower at 16-32 channels).
-inline int64_t block_tiles(int64_t C, int64_t cop, int64_t tiles) {
-  const int64_t most = std::max<int64_t>(8, (64 * 1024 / 4) / (kPos * (C + cop)));
+// F(4x4, 3x3), interpolation points 0, 1, -1, 2, -2 (Lavin & Gray, 2016):
+// B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+//        0 4 0 -5 0 1],
+// G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1],
+// A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+struct F4 {
+  static constexpr int m = 4, n = 6;
+  static constexpr int64_t kBlockKiB = 128;
+  static void input(const Vec* d, Vec* t) {
+    const Vec four(4.f), two(2.f), five(5.f);
+    const Vec a = d[4] - four * d[2], b = d[3] - four * d[1];
+    const Vec c = d[4] - d[2], e = two * (d[3] - d[1]);
+    t[0] = four * d[0] - five * d[2] + d[4];
+    t[1] = a + b, t[2] = a - b, t[3] = c + e, t[4] = c - e;
+    t[5] = four * d[1] - five * d[3] + d[5];
+  }
+  static void output(const Vec* s, Vec* y) {
+    const Vec s12 = s[1] + s[2], d12 = s[1] - s[2], s34 = s[3] + s[4], d34 = s[3] - s[4];
+    y[0] = s[0] + s12 + s34;
+    y[1] = d12 + Vec(2.f) * d34;
+    y[2] = s12 + Vec(4.f) * s34;
+    y[3] = d12 + Vec(8.f) * d34 + s[5];
+  }
+  static void grad(const Vec* y, Vec* x) {
+    const Vec s02 = y[0] + y[2], s13 = y[1] + y[3];
+    const Vec q02 = y[0] + Vec(4.f) * y[2], q13 = Vec(2.f) * y[1] + Vec(8.f) * y[3];
+    x[0] = y[0], x[1] = s02 + s13, x[2] = s02 - s13, x[3] = q02 + q13, x[4] = q02 - q13;
+    x[5] = y[3];
+  }
+  static void filter(const float* g, float* u) {
+    u[0] = g[0] / 4.f;
+    u[1] = -(g[0] + g[1] + g[2]) / 6.f, u[2] = -(g[0] - g[1] + g[2]) / 6.f;
+    u[3] = g[0] / 24.f + g[1] / 12.f + g[2] / 6.f, u[4] = g[0] / 24.f - g[1] / 12.f + g[2] / 6.f;
+    u[5] = g[2];
+  }
+  static void unfilter(const float* u, float* g) {
+    g[0] = u[0] / 4.f - (u[1] + u[2]) / 6.f + (u[3] + u[4]) / 24.f;
+    g[1] = (u[2] - u[1]) / 6.f + (u[3] - u[4]) / 12.f;
+    g[2] = -(u[1] + u[2]) / 6.f + (u[3] + u[4]) / 6.f + u[5];
+  }
+};
+
+// Tiles per block: V and M (n^2 planes each) fit in about 64 KiB, near L1 (measured with
+// F(2x2): 512 KiB blocks ran 1.3-1.5x slower at 16-32 channels).
+template <typename F>
+int64_t block_tiles(int64_t C, int64_t cop, int64_t tiles) {
+  const int64_t most = std::max<int64_t>(8, (F::kBlockKiB * 1024 / 4) / (F::n * F::n * (C + cop)));
   return std::min(tiles, most);
 }
 
-// V[x][t][c0 .. c0+n) of the 4x4 tile at d (pixel stride C floats, row stride `row`):
-// B^T d B with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
-inline void input_tile(const float* d, int64_t row, int64_t C, int64_t c0, int64_t n,
-                       float* V, int64_t plane, int64_t at) {
-  Vec h[4][4];
-  for (int i = 0; i < 4; ++i) {
-    const float* p = d + i * row + c0;
-    const Vec d0 = Vec::loadu(p, n), d1 = Vec::loadu(p + C, n);
-    const Vec d2 = Vec::loadu(p + 2 * C, n), d3 = Vec::loadu(p + 3 * C, n);
-    h[i][0] = d0 - d2, h[i][1] = d1 + d2, h[i][2] = d2 - d1, h[i][3] = d1 - d3;
+// V[x][t][c0 .. c0+k) of the n x n tile at d (pixel stride C floats, row stride `row`):
+// B^T d B, rows first.
+template <typename F>
+void input_tile(const float* d, int64_t row, int64_t C, int64_t c0, int64_t k, float* V,
+                int64_t plane, int64_t at) {
+  constexpr int n = F::n;
+  Vec h[n][n];
+  for (int i = 0; i < n; ++i) {
+    Vec r[n];
+    for (int j = 0; j < n; ++j) r[j] = Vec::loadu(d + i * row + j * C + c0, k);
+    F::input(r, h[i]);  // h[i][j] = (d B)[i][j]
   }
-  for (int j = 0; j < 4; ++j) {
-    const Vec v[4] = {h[0][j] - h[2][j], h[1][j] + h[2][j], h[2][j] - h[1][j],
-                      h[1][j] - h[3][j]};
-    for (int i = 0; i < 4; ++i) v[i].store(V + (i * 4 + j) * plane + at + c0, n);
+  for (int j = 0; j < n; ++j) {
+    Vec col[n], v[n];
+    for (int i = 0; i < n; ++i) col[i] = h[i][j];
+    F::input(col, v);
+    for (int i = 0; i < n; ++i) v[i].store(V + (i * n + j) * plane + at + c0, k);
   }
+}
+
+// The outputs (rows x cols of the m x m inside the image) of tile `at` for output channels
+// from M's vector (one kWidth slice): A^T M A + bias.
+template <typename F>
+void output_tile(const float* M, int64_t plane, int64_t at, const Vec& bias, float* out,
+                 int64_t orow, int64_t opix, int64_t rows, int64_t cols) {
+  constexpr int n = F::n, m = F::m;
+  Vec s[m][n];
+  for (int j = 0; j < n; ++j) {
+    Vec col[n], y[m];
+    for (int i = 0; i < n; ++i) col[i] = Vec::loadu(M + (i * n + j) * plane + at);
+    F::output(col, y);
+    for (int i = 0; i < m; ++i) s[i][j] = y[i];
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    Vec y[m];
+    F::output(s[i], y);
+    for (int64_t j = 0; j < cols; ++j) (y[j] + bias).store(out + i * orow + j * opix);
+  }
+}
+
+// dX[x][t][k0 ..] = A dy A^T of the m x m output-gradient tile at e (pixel stride cop).
+template <typename F>
+void grad_tile(const float* e, int64_t row, int64_t cop, int64_t k0, float* dX, int64_t plane,
+               int64_t at) {
+  constexpr int n = F::n, m = F::m;
+  Vec x[m][n];
+  for (int i = 0; i < m; ++i) {
+    Vec y[m];
+    for (int j = 0; j < m; ++j) y[j] = Vec::loadu(e + i * row + j * cop + k0);
+    F::grad(y, x[i]);
+  }
+  for (int j = 0; j < n; ++j) {
+    Vec col[m], v[n];
+    for (int i = 0; i < m; ++i) col[i] = x[i][j];
+    F::grad(col, v);
+    for (int i = 0; i < n; ++i) v[i].store(dX + (i * n + j) * plane + at + k0);
+  }
+}
+
+// U[x][c][k] = (G g G^T)[x] for the 3x3 filter g of input channel c and output channel k.
+// `flip` gives the input gradient's filters: g = w[c][k] flipped, c the convolution's
+// output channels.
+template <typename F>
+Floats transform_filters(const at::Tensor& weight, bool flip, int64_t cop) {
+  constexpr int n = F::n;
+  const auto w = weight.accessor<float, 4>();
+  const int64_t O = weight.size(0), I = weight.size(1);
+  const int64_t C = flip ? O : I, K = flip ? I : O;
+  Floats U(n * n * C * cop, 0.f);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < K; ++k) {
+      float g[3][3], t[n][3];  // t = G g
+      for (int r = 0; r < 3; ++r)
+        for (int q = 0; q < 3; ++q) g[r][q] = flip ? w[c][k][2 - r][2 - q] : w[k][c][r][q];
+      for (int q = 0; q < 3; ++q) {
+        const float col[3] = {g[0][q], g[1][q], g[2][q]};
+        float u[n];
+        F::filter(col, u);
+        for (int i = 0; i < n; ++i) t[i][q] = u[i];
+      }
+      for (int i = 0; i < n; ++i) {
+        float u[n];
+        F::filter(t[i], u);
+        for (int j = 0; j < n; ++j) U[((i * n + j) * C + c) * cop + k] = u[j];
+      }
+    }
+  return U;
+}
+
+// dw[k][c] = G^T dU[.][c][k] G (3x3 from the n x n sums).
+template <typename F>
+void untransform_grads(const Floats& dU, int64_t C, int64_t K, int64_t cop,
+                       at::Tensor& dweight) {
+  constexpr int n = F::n;
+  auto dw = dweight.accessor<float, 4>();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < K; ++k) {
+      float t[3][n];  // G^T dU
+      for (int j = 0; j < n; ++j) {
+        float col[n], g[3];
+        for (int i = 0; i < n; ++i) col[i] = dU[((i * n + j) * C + c) * cop + k];
+        F::unfilter(col, g);
+        for (int r = 0; r < 3; ++r) t[r][j] = g[r];
+      }
+      for (int r = 0; r < 3; ++r) {
+        float g[3];
+        F::unfilter(t[r], g);
+        for (int q = 0; q < 3; ++q) dw[k][c][r][q] = g[q];
+      }
+    }
 }
 
 // M[t][v0 .. v0+V vectors) = sum over c of V[t][c] U[c][...] for tiles t0 .. t0 + n*P, in
@@ -79,12 +241,10 @@ void gemm_vectors(const float* Vt, int64_t C, const float* U, int64_t cop, float
   constexpr int P = max_block(V);
   const int64_t full = nT / P;
   gemm_blocks<V, P>(Vt, C, U, cop, M, 0, full, v0);
-  const int64_t rest = nT - full * P;
-  const int64_t t = full * P;
-  for (int64_t j = 0; j < rest; ++j) gemm_blocks<V, 1>(Vt, C, U, cop, M, t + j, 1, v0);
+  for (int64_t t = full * P; t < nT; ++t) gemm_blocks<V, 1>(Vt, C, U, cop, M, t, 1, v0);
 }
 
-// M[nT][cop] = V[nT][C] U[C][cop] (one of the 16 positions).
+// M[nT][cop] = V[nT][C] U[C][cop] (one of the n^2 positions).
 inline void gemm(const float* Vt, int64_t C, const float* U, int64_t cop, float* M, int64_t nT) {
   split(cop / kWidth, kMaxV, [&](int64_t v0, int64_t nv) {
     switch (nv) {
@@ -96,123 +256,48 @@ inline void gemm(const float* Vt, int64_t C, const float* U, int64_t cop, float*
   });
 }
 
-// The 2x2 outputs (rows x cols of them inside the image) of tile `at` for output channels
-// k0 .. k0 + kWidth: A^T M A + bias, A^T = [1 1 1 0; 0 1 -1 -1].
-inline void output_tile(const float* M, int64_t plane, int64_t at, const Vec& bias, float* out,
-                        int64_t orow, int64_t opix, int64_t rows, int64_t cols) {
-  Vec s[2][4];
-  for (int j = 0; j < 4; ++j) {
-    const Vec m0 = Vec::loadu(M + j * plane + at), m1 = Vec::loadu(M + (4 + j) * plane + at);
-    const Vec m2 = Vec::loadu(M + (8 + j) * plane + at);
-    const Vec m3 = Vec::loadu(M + (12 + j) * plane + at);
-    s[0][j] = m0 + m1 + m2, s[1][j] = m1 - m2 - m3;
-  }
-  for (int64_t i = 0; i < rows; ++i) {
-    (s[i][0] + s[i][1] + s[i][2] + bias).store(out + i * orow);
-    if (cols > 1) (s[i][1] - s[i][2] - s[i][3] + bias).store(out + i * orow + opix);
-  }
-}
-
-// dX[x][t][k0 ..] = A dy A^T of the 2x2 output-gradient tile at e (pixel stride cop).
-inline void grad_tile(const float* e, int64_t row, int64_t cop, int64_t k0, float* dX,
-                      int64_t plane, int64_t at) {
-  Vec x[2][4];
-  for (int i = 0; i < 2; ++i) {
-    const Vec y0 = Vec::loadu(e + i * row + k0), y1 = Vec::loadu(e + i * row + cop + k0);
-    x[i][0] = y0, x[i][1] = y0 + y1, x[i][2] = y0 - y1, x[i][3] = Vec(0.f) - y1;
-  }
-  for (int j = 0; j < 4; ++j) {
-    const Vec v[4] = {x[0][j], x[0][j] + x[1][j], x[0][j] - x[1][j], Vec(0.f) - x[1][j]};
-    for (int i = 0; i < 4; ++i) v[i].store(dX + (i * 4 + j) * plane + at + k0);
-  }
-}
-
-// U[x][c][k] = (G g G^T)[x] for the 3x3 filter g of input channel c and output channel k,
-// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. `flip` gives the input gradient's filters:
-// g = w[c][k] flipped, with c the output channels of the convolution.
-std::vector<float> transform_filters(const at::Tensor& weight, bool flip, int64_t cop) {
-  const auto w = weight.accessor<float, 4>();
-  const int64_t O = weight.size(0), I = weight.size(1);
-  const int64_t C = flip ? O : I, K = flip ? I : O;
-  std::vector<float> U(kPos * C * cop, 0.f);
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t k = 0; k < K; ++k) {
-      float g[3][3], t[4][3];
-      for (int r = 0; r < 3; ++r)
-        for (int q = 0; q < 3; ++q)
-          g[r][q] = flip ? w[c][k][2 - r][2 - q] : w[k][c][r][q];
-      for (int q = 0; q < 3; ++q) {
-        t[0][q] = g[0][q], t[3][q] = g[2][q];
-        t[1][q] = 0.5f * (g[0][q] + g[1][q] + g[2][q]);
-        t[2][q] = 0.5f * (g[0][q] - g[1][q] + g[2][q]);
-      }
-      for (int i = 0; i < 4; ++i) {
-        const float u[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]),
-                            0.5f * (t[i][0] - t[i][1] + t[i][2]), t[i][2]};
-        for (int j = 0; j < 4; ++j) U[((i * 4 + j) * C + c) * cop + k] = u[j];
-      }
-    }
-  return U;
-}
-
-// dw[k][c] = G^T dU[.][c][k] G (3x3 from the 4x4 sums), G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0;
-// 0 1/2 1/2 1].
-void untransform_grads(const std::vector<float>& dU, int64_t C, int64_t K, int64_t cop,
-                       at::Tensor& dweight) {
-  auto dw = dweight.accessor<float, 4>();
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t k = 0; k < K; ++k) {
-      float t[3][4];
-      for (int j = 0; j < 4; ++j) {
-        const float u0 = dU[((0 + j) * C + c) * cop + k], u1 = dU[((4 + j) * C + c) * cop + k];
-        const float u2 = dU[((8 + j) * C + c) * cop + k], u3 = dU[((12 + j) * C + c) * cop + k];
-        t[0][j] = u0 + 0.5f * (u1 + u2), t[1][j] = 0.5f * (u1 - u2), t[2][j] = 0.5f * (u1 + u2) + u3;
-      }
-      for (int r = 0; r < 3; ++r) {
-        dw[k][c][r][0] = t[r][0] + 0.5f * (t[r][1] + t[r][2]);
-        dw[k][c][r][1] = 0.5f * (t[r][1] - t[r][2]);
-        dw[k][c][r][2] = 0.5f * (t[r][1] + t[r][2]) + t[r][3];
-      }
-    }
-}
-
-// The tiles of an output of (oh, ow): TH x TW tiles of 2x2, over a padded image of
-// (2 TH + 2, 2 TW + 2) pixels.
+// The tiles of an output of (oh, ow): TH x TW tiles of m x m, over a padded image of
+// (m TH + 2, m TW + 2) pixels.
+template <typename F>
 struct Tiles {
   int64_t TH, TW;
-  Tiles(int64_t oh, int64_t ow) : TH((oh + 1) / 2), TW((ow + 1) / 2) {}
+  Tiles(int64_t oh, int64_t ow) : TH((oh + F::m - 1) / F::m), TW((ow + F::m - 1) / F::m) {}
   int64_t count() const { return TH * TW; }
-  int64_t Hp() const { return 2 * TH + 2; }
-  int64_t Wp() const { return 2 * TW + 2; }
+  int64_t Hp() const { return F::m * TH + 2; }
+  int64_t Wp() const { return F::m * TW + 2; }
+  int64_t top(int64_t q) const { return F::m * (q / TW); }   // first output row of tile q
+  int64_t left(int64_t q) const { return F::m * (q % TW); }  // first output column
 };
 
-// Transforms tiles t0 .. t0+nT of a padded NHWC image of C channels into V[16][T][C].
-void transform_inputs(const float* img, const Tiles& tl, int64_t C, int64_t t0, int64_t nT,
+// Transforms tiles t0 .. t0+nT of a padded NHWC image of C channels into V[n^2][T][C].
+template <typename F>
+void transform_inputs(const float* img, const Tiles<F>& tl, int64_t C, int64_t t0, int64_t nT,
                       int64_t T, float* V) {
   const int64_t row = tl.Wp() * C;
   for (int64_t t = 0; t < nT; ++t) {
-    const int64_t q = t0 + t, th = q / tl.TW, tw = q % tl.TW;
-    const float* d = img + (2 * th) * row + (2 * tw) * C;
+    const float* d = img + tl.top(t0 + t) * row + tl.left(t0 + t) * C;
     for (int64_t c0 = 0; c0 < C; c0 += kWidth)
-      input_tile(d, row, C, c0, std::min<int64_t>(kWidth, C - c0), V, T * C, t * C);
+      input_tile<F>(d, row, C, c0, std::min<int64_t>(kWidth, C - c0), V, T * C, t * C);
   }
 }
 
 // y (n, K, oh, ow), allocated, = the 3x3 stride-1 convolution of src (n, C, H, W) zero-padded
 // by p, with filters U (transform_filters) and bias (cop floats or nullptr).
-void convolve(const at::Tensor& src, const std::vector<float>& U, const float* bias, int64_t K,
+template <typename F>
+void convolve(const at::Tensor& src, const Floats& U, const float* bias, int64_t K,
               int64_t cop, int64_t p, at::Tensor& y) {
+  constexpr int64_t n2 = F::n * F::n;
   const int64_t n = src.size(0), C = src.size(1), H = src.size(2), W = src.size(3);
   const int64_t oh = y.size(2), ow = y.size(3);
-  const Tiles tl(oh, ow);
-  const int64_t T = block_tiles(C, cop, tl.count());
+  const Tiles<F> tl(oh, ow);
+  const int64_t T = block_tiles<F>(C, cop, tl.count());
   const auto xs = src.strides(), ys = y.strides();
   const float* xd = src.data_ptr<float>();
   float* yd = y.data_ptr<float>();
   const bool direct = ys[1] == 1 && cop == K;  // channels-last output, whole vectors
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> img(tl.Hp() * tl.Wp() * C), V(kPos * T * C), M(kPos * T * cop);
-    std::vector<float> buf(direct ? 0 : oh * ow * cop);
+    Floats img(tl.Hp() * tl.Wp() * C), V(n2 * T * C), M(n2 * T * cop);
+    Floats buf(direct ? 0 : oh * ow * cop);
     for (int64_t i = begin; i < end; ++i) {
       pad_image(xd + i * xs[0], xs[1], xs[2], xs[3], C, H, W, p, p, tl.Hp(), tl.Wp(),
                 img.data());
@@ -220,16 +305,17 @@ void convolve(const at::Tensor& src, const std::vector<float>& U, const float* b
       const int64_t orow = direct ? ys[2] : ow * cop, opix = direct ? ys[3] : cop;
       for (int64_t t0 = 0; t0 < tl.count(); t0 += T) {
         const int64_t nT = std::min(T, tl.count() - t0);
-        transform_inputs(img.data(), tl, C, t0, nT, T, V.data());
-        for (int x = 0; x < kPos; ++x)
+        transform_inputs<F>(img.data(), tl, C, t0, nT, T, V.data());
+        for (int64_t x = 0; x < n2; ++x)
           gemm(V.data() + x * T * C, C, U.data() + x * C * cop, cop, M.data() + x * T * cop, nT);
         for (int64_t t = 0; t < nT; ++t) {
-          const int64_t q = t0 + t, a = 2 * (q / tl.TW), b = 2 * (q % tl.TW);
-          const int64_t rows = std::min<int64_t>(2, oh - a), cols = std::min<int64_t>(2, ow - b);
+          const int64_t a = tl.top(t0 + t), b = tl.left(t0 + t);
+          const int64_t rows = std::min<int64_t>(F::m, oh - a);
+          const int64_t cols = std::min<int64_t>(F::m, ow - b);
           for (int64_t k0 = 0; k0 < cop; k0 += kWidth) {
             const Vec bv = bias ? Vec::loadu(bias + k0) : Vec(0.f);
-            output_tile(M.data() + k0, T * cop, t * cop, bv, out + a * orow + b * opix + k0,
-                        orow, opix, rows, cols);
+            output_tile<F>(M.data() + k0, T * cop, t * cop, bv, out + a * orow + b * opix + k0,
+                           orow, opix, rows, cols);
           }
         }
       }
@@ -238,29 +324,29 @@ void convolve(const at::Tensor& src, const std::vector<float>& U, const float* b
   });
 }
 
-}  // namespace wino
-
-at::Tensor winograd_forward(const at::Tensor& x, const at::Tensor& weight,
-                            const c10::optional<at::Tensor>& bias, int64_t padding) {
+template <typename F>
+at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
+                   const c10::optional<at::Tensor>& bias, int64_t padding) {
   const Shape g = shape_of(x, weight, 1, padding);
   TORCH_CHECK(g.k == 3, "conv_fp32 winograd: 3x3 filters");
   const int64_t cop = round_up(g.co, kWidth);
-  const std::vector<float> U = wino::transform_filters(weight.contiguous(), false, cop);
-  std::vector<float> bp(cop, 0.f);
+  const Floats U = transform_filters<F>(weight.contiguous(), false, cop);
+  Floats bp(cop, 0.f);
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias) {
     const at::Tensor b = bias->contiguous();
     std::copy(b.data_ptr<float>(), b.data_ptr<float>() + g.co, bp.begin());
   }
   at::Tensor y = empty_like_format(x, {g.n, g.co, g.oh, g.ow});
-  wino::convolve(x, U, has_bias ? bp.data() : nullptr, g.co, cop, padding, y);
+  convolve<F>(x, U, has_bias ? bp.data() : nullptr, g.co, cop, padding, y);
   return y;
 }
 
 // dx of a 3x3 stride-1 conv2d(x, weight, padding) for x of (H, W): the convolution of dy
 // padded by 2 - padding with the flipped, transposed filters.
-at::Tensor winograd_input_grad(const at::Tensor& dy, const at::Tensor& weight, int64_t padding,
-                               int64_t H, int64_t W) {
+template <typename F>
+at::Tensor input_grad(const at::Tensor& dy, const at::Tensor& weight, int64_t padding,
+                      int64_t H, int64_t W) {
   TORCH_CHECK(dy.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat,
               "conv_fp32: fp32 tensors");
   TORCH_CHECK(weight.size(2) == 3 && weight.size(3) == 3 && padding >= 0 && padding <= 2,
@@ -268,37 +354,39 @@ at::Tensor winograd_input_grad(const at::Tensor& dy, const at::Tensor& weight, i
   TORCH_CHECK(dy.size(2) == H + 2 * padding - 2 && dy.size(3) == W + 2 * padding - 2,
               "conv_fp32 winograd: the gradient's shape is the output's");
   const int64_t ci = weight.size(1), cop = round_up(ci, kWidth);
-  const std::vector<float> U = wino::transform_filters(weight.contiguous(), true, cop);
+  const Floats U = transform_filters<F>(weight.contiguous(), true, cop);
   at::Tensor dx = at::empty({dy.size(0), ci, H, W},
                             dy.options().memory_format(dy.suggest_memory_format()));
-  wino::convolve(dy, U, nullptr, ci, cop, 2 - padding, dx);
+  convolve<F>(dy, U, nullptr, ci, cop, 2 - padding, dx);
   return dx;
 }
 
 // (dW, db) of a 3x3 stride-1 conv2d(x, W, padding), from dy; db only `with_bias`.
-std::vector<at::Tensor> winograd_weight_grad(const at::Tensor& x, const at::Tensor& dy,
-                                             int64_t padding, bool with_bias) {
+template <typename F>
+std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, int64_t padding,
+                                    bool with_bias) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && dy.scalar_type() == at::kFloat,
               "conv_fp32: fp32 tensors");
+  constexpr int64_t n2 = F::n * F::n;
   const int64_t n = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t K = dy.size(1), oh = dy.size(2), ow = dy.size(3), p = padding;
   TORCH_CHECK(dy.size(0) == n && oh == H + 2 * p - 2 && ow == W + 2 * p - 2,
               "conv_fp32 winograd: the gradient's shape is the output's");
   const int64_t cop = round_up(K, kWidth);
-  const wino::Tiles tl(oh, ow);
-  const int64_t T = wino::block_tiles(C, cop, tl.count());
-  const int64_t size = wino::kPos * C * cop;
+  const Tiles<F> tl(oh, ow);
+  const int64_t T = block_tiles<F>(C, cop, tl.count());
+  const int64_t size = n2 * C * cop;
   const int threads = at::get_num_threads();
-  std::vector<float> partial(threads * (size + cop), 0.f);  // per thread: dU, then db
+  Floats partial(threads * (size + cop), 0.f);  // per thread: dU, then db
   const auto xs = x.strides(), es = dy.strides();
   const float* xd = x.data_ptr<float>();
   const float* ed = dy.data_ptr<float>();
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     float* dU = partial.data() + at::get_thread_num() * (size + cop);
     float* db = dU + size;
-    const int64_t gh = 2 * tl.TH, gw = 2 * tl.TW;  // dy, zero-extended to whole tiles
-    std::vector<float> img(tl.Hp() * tl.Wp() * C), grad(gh * gw * cop);
-    std::vector<float> V(wino::kPos * T * C), dX(wino::kPos * T * cop);
+    const int64_t gh = F::m * tl.TH, gw = F::m * tl.TW;  // dy, zero-extended to whole tiles
+    Floats img(tl.Hp() * tl.Wp() * C), grad(gh * gw * cop);
+    Floats V(n2 * T * C), dX(n2 * T * cop);
     for (int64_t i = begin; i < end; ++i) {
       pad_image(xd + i * xs[0], xs[1], xs[2], xs[3], C, H, W, p, p, tl.Hp(), tl.Wp(),
                 img.data());
@@ -310,24 +398,23 @@ std::vector<at::Tensor> winograd_weight_grad(const at::Tensor& x, const at::Tens
             (Vec::loadu(db + o) + Vec::loadu(grad.data() + q * cop + o)).store(db + o);
       for (int64_t t0 = 0; t0 < tl.count(); t0 += T) {
         const int64_t nT = std::min(T, tl.count() - t0);
-        wino::transform_inputs(img.data(), tl, C, t0, nT, T, V.data());
+        transform_inputs<F>(img.data(), tl, C, t0, nT, T, V.data());
         for (int64_t t = 0; t < nT; ++t) {
-          const int64_t q = t0 + t, a = 2 * (q / tl.TW), b = 2 * (q % tl.TW);
+          const float* e = grad.data() + (tl.top(t0 + t) * gw + tl.left(t0 + t)) * cop;
           for (int64_t k0 = 0; k0 < cop; k0 += kWidth)
-            wino::grad_tile(grad.data() + (a * gw + b) * cop, gw * cop, cop, k0, dX.data(),
-                            T * cop, t * cop);
+            grad_tile<F>(e, gw * cop, cop, k0, dX.data(), T * cop, t * cop);
         }
-        for (int x = 0; x < wino::kPos; ++x)
+        for (int64_t x = 0; x < n2; ++x)
           run_wgrad(WGrad{V.data() + x * T * C, 0, C, 1, 1, C, dX.data() + x * T * cop, cop, 1,
                           nT, dU + x * C * cop});
       }
     }
   });
-  std::vector<float> dU(size + cop, 0.f);
+  Floats dU(size + cop, 0.f);
   for (int t = 0; t < threads; ++t)
     for (int64_t j = 0; j < size + cop; ++j) dU[j] += partial[t * (size + cop) + j];
   at::Tensor dweight = at::empty({K, C, 3, 3}, x.options());
-  wino::untransform_grads(dU, C, K, cop, dweight);
+  untransform_grads<F>(dU, C, K, cop, dweight);
   std::vector<at::Tensor> out{dweight};
   if (with_bias) {
     at::Tensor dbias = at::empty({K}, x.options());
@@ -335,4 +422,28 @@ std::vector<at::Tensor> winograd_weight_grad(const at::Tensor& x, const at::Tens
     out.push_back(dbias);
   }
   return out;
+}
+
+}  // namespace wino
+
+// The Python-facing calls: `tile` is the output tile, 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)).
+at::Tensor winograd_forward(const at::Tensor& x, const at::Tensor& weight,
+                            const c10::optional<at::Tensor>& bias, int64_t padding, int64_t tile) {
+  TORCH_CHECK(tile == 2 || tile == 4, "conv_fp32 winograd: tile 2 or 4");
+  return tile == 2 ? wino::forward<wino::F2>(x, weight, bias, padding)
+                   : wino::forward<wino::F4>(x, weight, bias, padding);
+}
+
+at::Tensor winograd_input_grad(const at::Tensor& dy, const at::Tensor& weight, int64_t padding,
+                               int64_t H, int64_t W, int64_t tile) {
+  TORCH_CHECK(tile == 2 || tile == 4, "conv_fp32 winograd: tile 2 or 4");
+  return tile == 2 ? wino::input_grad<wino::F2>(dy, weight, padding, H, W)
+                   : wino::input_grad<wino::F4>(dy, weight, padding, H, W);
+}
+
+std::vector<at::Tensor> winograd_weight_grad(const at::Tensor& x, const at::Tensor& dy,
+                                             int64_t padding, bool with_bias, int64_t tile) {
+  TORCH_CHECK(tile == 2 || tile == 4, "conv_fp32 winograd: tile 2 or 4");
+  return tile == 2 ? wino::weight_grad<wino::F2>(x, dy, padding, with_bias)
+                   : wino::weight_grad<wino::F4>(x, dy, padding, with_bias);
 }
