@@ -6,8 +6,9 @@ are measured side by side with plain eager (interleaved rounds, medians, see
 measurement noise, so ``auto`` is never slower than eager; otherwise eager is the answer.
 Reduced precision is a candidate only when the caller allows it and the device computes it
 natively; ``force_precision`` times it anyway. The choice is cached per device name, ISA
-level, torch version, model key and batch size, so a second run reuses it. A run too short
-for tuning to pay for itself (``TUNE_WORTH_S``) keeps eager, unless a choice is cached.
+level (and, on CPU, cnnc's kernel sources), torch version, model key and batch size, so a
+second run reuses it. A run too short for tuning to pay for itself (``TUNE_WORTH_S``) keeps
+eager, unless a choice is cached.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from runtime.benchmark import Measurement, Schedule, Variant, Workload, device_name, measure
-from runtime.kernels.cpu import isa
+from runtime.kernels.cpu import extension as cpu_ext, isa
 from runtime.optimize.candidates import candidates, left_out
 from runtime.optimize.config import EAGER, Amp, OptimizeConfig
 
@@ -81,7 +82,9 @@ def _cache_key(work: Workload, key: str, allowed_amp: tuple[Amp, ...], forced: b
     """Everything a choice depends on; a choice made with reduced precision forced in is
     kept apart, so a plain run never reuses a precision this device only emulates."""
     mode = "train" if work.training else "infer"
-    level = f" | isa {_cpu_isa()}" if work.device.type == "cpu" else ""
+    level = ""
+    if work.device.type == "cpu":  # and the kernels it timed: a changed kernel tunes again
+        level = f" | isa {_cpu_isa()} | kernels {cpu_ext.all_sources_hash()}"
     amp = ",".join(amp for amp in allowed_amp if amp == "off" or not left_out(amp, work.device))
     if forced:
         amp = ",".join(allowed_amp) + " (forced)"

@@ -202,7 +202,8 @@ def _conv3x3_mismatch(_device: torch.device, _dtype: torch.dtype) -> str | None:
 def _conv_fp32_mismatch(_device: torch.device, _dtype: torch.dtype) -> str | None:
     """The fp32 convolutions' passes against ATen's, in both layouts: the direct one on a
     5x5 layer with a channel count that ends mid-vector and a 3x3 stride-2 one with
-    padding; both Winograds on a 3x3 stride-1 layer with odd sizes."""
+    padding; the row-vectorized one on a 5x5 and a 3x3 layer; both Winograds on a 3x3 stride-1
+    layer with odd sizes."""
     from runtime.kernels.cpu.conv_choice import Algorithm
     from runtime.kernels.cpu.conv_fp32 import forward, input_grad, weight_grad
 
@@ -210,6 +211,8 @@ def _conv_fp32_mismatch(_device: torch.device, _dtype: torch.dtype) -> str | Non
     layers: tuple[tuple[Algorithm, tuple[int, ...]], ...] = (
         ("direct", (2, 3, 6, 12, 5, 1, 0)),
         ("direct", (3, 8, 20, 9, 3, 2, 1)),
+        ("direct_rows", (2, 3, 6, 12, 5, 1, 0)),
+        ("direct_rows", (2, 12, 5, 9, 3, 1, 1)),
         ("winograd_2x2", (2, 12, 20, 9, 3, 1, 1)),
         ("winograd_4x4", (2, 12, 20, 9, 3, 1, 1)),
     )

@@ -66,9 +66,13 @@ WINOGRAD_CASES = [c for c in CASES if c[4:6] == (3, 1)] + [
     (2, 5, 11, 7, 3, 1, 0),
     (1, 9, 4, 6, 3, 1, 2),
 ]
-RUNS = [("direct", c) for c in CASES] + [
-    (a, c) for a in ("winograd_2x2", "winograd_4x4") for c in WINOGRAD_CASES
-]
+# the row-vectorized direct convolution's: every stride-1 3x3 or 5x5 case, and padding k - 1
+ROWS_CASES = [c for c in CASES if c[4] in (3, 5) and c[5] == 1] + [(2, 4, 6, 9, 5, 1, 4)]
+RUNS = (
+    [("direct", c) for c in CASES]
+    + [("direct_rows", c) for c in ROWS_CASES]
+    + [(a, c) for a in ("winograd_2x2", "winograd_4x4") for c in WINOGRAD_CASES]
+)
 
 
 def _close(got: torch.Tensor | None, want: torch.Tensor, tolerance: float = TOLERANCE) -> None:
@@ -108,7 +112,7 @@ def test_passes_match_torch_in_float64(
     assert cpu_ext.path(cf.KERNEL) == expected_path(cf.KERNEL, level)
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "winograd_2x2", "winograd_4x4"])
+@pytest.mark.parametrize("algorithm", ["direct", "direct_rows", "winograd_2x2", "winograd_4x4"])
 def test_strided_views_are_read_as_they_are(algorithm: Algorithm, level: str) -> None:
     base = torch.randn(2, 8, 12, 12)
     x = base[:, ::2, 1:, :-1]  # neither layout: any strides are read directly
@@ -187,7 +191,7 @@ def test_module_with_winograd_keeps_outputs_and_gradients(
 def test_module_without_bias_and_a_frozen_weight(
     level: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _always(Choice("winograd_2x2", "winograd_4x4", "winograd_2x2"), monkeypatch)
+    _always(Choice("winograd_2x2", "direct_rows", "winograd_2x2"), monkeypatch)
     conv = nn.Conv2d(4, 8, 3, bias=False).requires_grad_(False)
     swapped = Fp32Conv2d.from_module(conv)
     x = torch.randn(2, 4, 9, 9, requires_grad=True)
@@ -236,14 +240,17 @@ def test_choose_takes_cnnc_fastest_only_past_the_margin() -> None:
     assert cc.choose(times).weight_grad == "direct"
 
 
-def test_winograd_is_a_candidate_for_3x3_stride_1_only() -> None:
+def test_winograd_and_rows_are_candidates_where_they_apply() -> None:
     assert Geometry(2, 16, 16, 8, 8, 3, 1, 1, False, True).algorithms() == cc.ALGORITHMS
     for g in (
         Geometry(2, 16, 16, 8, 8, 3, 2, 1, False, True),
-        Geometry(2, 16, 16, 8, 8, 5, 1, 2, False, True),
+        Geometry(2, 16, 16, 8, 8, 7, 1, 2, False, True),
         Geometry(2, 16, 16, 8, 8, 3, 1, 3, False, True),
     ):
         assert g.algorithms() == ("onednn", "direct")
+    assert Geometry(2, 3, 6, 32, 32, 5, 1, 0, True, False).algorithms() == (
+        "onednn", "direct", "direct_rows",
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -313,10 +320,10 @@ def test_a_cached_entry_of_another_format_is_measured_again(
 
 
 @pytest.mark.usefixtures("cache")
-def test_measure_times_both_kernels_of_every_pass() -> None:
+def test_measure_times_every_candidate_of_every_pass() -> None:
     if not cf.kernel_available():
         pytest.skip("no vector build of the kernel at this machine's level")
-    times = cc.measure(Geometry(2, 3, 6, 12, 12, 5, 1, 0, True, True), rounds=2)
+    times = cc.measure(Geometry(2, 3, 6, 12, 12, 5, 2, 0, True, True), rounds=2)
     assert set(times) == set(cc.PASSES)
     assert all(set(by) == {"onednn", "direct"} for by in times.values())
     times = cc.measure(Geometry(2, 8, 8, 6, 6, 3, 1, 1, False, True), rounds=2)

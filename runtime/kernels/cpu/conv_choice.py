@@ -2,8 +2,9 @@
 
 For each of the three passes (forward, input gradient, weight gradient) of a layer geometry
 (batch, channels, size, kernel, stride, padding, bias, memory format) the candidates are
-oneDNN's convolution (through ATen), cnnc's direct convolution and, for 3x3 stride-1 layers,
-cnnc's Winograd F(2x2, 3x3) and F(4x4, 3x3) (``conv_fp32``). The first call of a geometry times them on
+oneDNN's convolution (through ATen) and cnnc's (``conv_fp32``): the direct convolution
+vectorized over output channels; for stride-1 3x3 and 5x5 layers, the direct convolution
+vectorized along output rows; for 3x3 stride-1 layers, Winograd F(2x2, 3x3) and F(4x4, 3x3). The first call of a geometry times them on
 synthetic tensors of that geometry, interleaved (``ROUNDS`` rounds after a warm-up call, the
 fastest of each), and takes cnnc's fastest only if it beats oneDNN's by ``MARGIN``. The
 choice is kept in memory and on disk (``$CNNC_CACHE_DIR/conv_fp32.json``, default
@@ -31,7 +32,7 @@ from runtime.kernels.cpu import extension, isa
 
 log = logging.getLogger("runtime.kernels")
 
-Algorithm = Literal["onednn", "direct", "winograd_2x2", "winograd_4x4"]
+Algorithm = Literal["onednn", "direct", "direct_rows", "winograd_2x2", "winograd_4x4"]
 ALGORITHMS: tuple[Algorithm, ...] = get_args(Algorithm)
 PASSES = ("forward", "input_grad", "weight_grad")
 MARGIN = 1.05  # cnnc's kernel must be 5 % faster than oneDNN's to be chosen
@@ -42,6 +43,12 @@ CACHE_FILE = "conv_fp32.json"
 def winograd_applies(kernel: int, stride: int, padding: int) -> bool:
     """Whether cnnc's Winograd convolutions compute a layer: 3x3, stride 1, padding <= 2."""
     return kernel == 3 and stride == 1 and padding <= 2
+
+
+def rows_applies(kernel: int, stride: int, padding: int) -> bool:
+    """Whether the row-vectorized direct convolution computes a layer: 3x3 or 5x5, stride 1,
+    padding below the kernel."""
+    return kernel in (3, 5) and stride == 1 and padding < kernel
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,13 @@ class Geometry:
 
     def algorithms(self) -> tuple[Algorithm, ...]:
         """The candidates for this geometry, oneDNN's first."""
-        wino = winograd_applies(self.kernel, self.stride, self.padding)
-        return ALGORITHMS if wino else ("onednn", "direct")
+        k, s, p = self.kernel, self.stride, self.padding
+        applies = {
+            "direct_rows": rows_applies(k, s, p),
+            "winograd_2x2": winograd_applies(k, s, p),
+            "winograd_4x4": winograd_applies(k, s, p),
+        }
+        return tuple(a for a in ALGORITHMS if applies.get(a, True))
 
     def label(self) -> str:
         layout = "NHWC" if self.channels_last else "NCHW"

@@ -51,6 +51,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "[dW] or [dW, db] of conv2d(x, W, stride, padding) for k x k W, from dy",
         py::arg("x"), py::arg("grad"), py::arg("kernel"), py::arg("stride"),
         py::arg("padding"), py::arg("bias"));
+  m.def("rows_forward", &cnnc_kernel::fp32conv::rows_forward,
+        "stride-1 conv2d(x, weight, bias, padding), vectorized along output rows",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("padding"));
+  m.def("rows_input_grad", &cnnc_kernel::fp32conv::rows_input_grad,
+        "dx of a stride-1 conv2d, vectorized along rows, in dy's format", py::arg("grad"),
+        py::arg("weight"), py::arg("padding"), py::arg("height"), py::arg("width"));
+  m.def("rows_weight_grad", &cnnc_kernel::fp32conv::rows_weight_grad,
+        "[dW] or [dW, db] of a stride-1 conv2d, vectorized along rows", py::arg("x"),
+        py::arg("grad"), py::arg("kernel"), py::arg("padding"), py::arg("bias"));
   m.def("winograd_forward", &cnnc_kernel::fp32conv::winograd_forward,
         "3x3 stride-1 conv2d(x, weight, bias, padding) by Winograd F(tile x tile, 3x3)",
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("padding"), py::arg("tile"));

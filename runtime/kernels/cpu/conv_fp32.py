@@ -4,7 +4,9 @@
 input gradient and weight gradient (+ bias gradient), from NCHW or channels-last tensors:
 
 - ``direct``: groups 1, dilation 1, square k x k kernels (k <= ``MAX_KERNEL``), equal
-  strides and zero paddings on both axes, with or without bias;
+  strides and zero paddings on both axes, with or without bias; vectors over output channels;
+- ``direct_rows``: the same for stride-1 3x3 and 5x5 layers, vectors along output rows, for
+  layers with few output channels (LeNet's first layer, its second layer's input gradient);
 - ``winograd_2x2`` and ``winograd_4x4``: Winograd F(2x2, 3x3) and F(4x4, 3x3) for the 3x3
   stride-1 layers among those (padding <= 2): 2.25x and 4x fewer multiplies than a direct
   convolution, for the layers where oneDNN's direct convolution already runs near the FMA
@@ -80,6 +82,8 @@ def forward(
     if algorithm in WINOGRAD_TILES:
         tile = WINOGRAD_TILES[algorithm]
         result: Tensor = module.winograd_forward(x, weight, bias, padding, tile)  # type: ignore[attr-defined]
+    elif algorithm == "direct_rows":
+        result = module.rows_forward(x, weight, bias, padding)  # type: ignore[attr-defined]
     else:
         result = module.forward(x, weight, bias, stride, padding)  # type: ignore[attr-defined]
     return result
@@ -99,6 +103,8 @@ def input_grad(
     if algorithm in WINOGRAD_TILES:
         tile = WINOGRAD_TILES[algorithm]
         result: Tensor = module.winograd_input_grad(grad, weight, padding, *size, tile)  # type: ignore[attr-defined]
+    elif algorithm == "direct_rows":
+        result = module.rows_input_grad(grad, weight, padding, *size)  # type: ignore[attr-defined]
     else:
         result = module.input_grad(grad, weight, stride, padding, *size)  # type: ignore[attr-defined]
     return result
@@ -118,6 +124,8 @@ def weight_grad(
     if algorithm in WINOGRAD_TILES:
         tile = WINOGRAD_TILES[algorithm]
         out = module.winograd_weight_grad(x, grad, padding, bias, tile)  # type: ignore[attr-defined]
+    elif algorithm == "direct_rows":
+        out = module.rows_weight_grad(x, grad, kernel, padding, bias)  # type: ignore[attr-defined]
     else:
         out = module.weight_grad(x, grad, kernel, stride, padding, bias)  # type: ignore[attr-defined]
     return out[0], (out[1] if bias else None)

@@ -436,6 +436,7 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
   return out;
 }
 
+#include "conv_fp32_rows_body.h"
 #include "conv_fp32_winograd_body.h"
 
 }  // namespace fp32conv

@@ -142,6 +142,12 @@ def source_hash(name: str) -> str:
     return digest.hexdigest()[:10]
 
 
+def all_sources_hash() -> str:
+    """A digest of every kernel's sources: what a choice measured with them depends on."""
+    digest = hashlib.sha256("".join(source_hash(name) for name in KERNELS).encode())
+    return digest.hexdigest()[:10]
+
+
 def extension_name(name: str, path: str | None = None) -> str:
     """The build's name: kernel, code path (default: the one for the level in use), sources."""
     return f"cnnc_{name}_{path or path_at(name)}_{source_hash(name)}"
