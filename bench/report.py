@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-STOCK = ("channels_last", "bf16", "channels_last+bf16", "compile")
+STOCK = ("channels_last", "bf16", "channels_last+bf16", "compile", "channels_last+bf16+compile")
 
 
 def detail(doc: dict[str, Any], key: str = "variants") -> str:

@@ -128,10 +128,12 @@ REGISTRY: tuple[Optimization, ...] = (
     Optimization(
         "cpu_kernels",
         doc="cnnc's C++ CPU kernels: ReLU + 2x2 max-pooling, BatchNorm2d [+ add] [+ ReLU], "
-        "dropout masks, in bf16 on AVX512-BF16 CPUs 3x3 convolutions and in fp32 small "
-        "convolutions where they measure faster than oneDNN",
-        helps="CPUs with AVX-512 (below it they are declined: their scalar path is slower "
-        "than ATen's); pooling and batch norm are ATen's slowest CPU ops",
+        "dropout masks, in bf16 on AVX512-BF16 CPUs 3x3 convolutions, and in fp32 small "
+        "convolutions (direct or Winograd) per layer and pass where they measure faster "
+        "than oneDNN",
+        helps="CPUs with AVX2, AVX-512 or NEON (at the scalar level they are declined: slower "
+        "than ATen's); pooling and batch norm are ATen's slowest CPU ops, small "
+        "convolutions oneDNN's least efficient",
         devices=("cpu",),
         off_device="cnnc's fused kernels are for CPU",
         graph_pass=True,

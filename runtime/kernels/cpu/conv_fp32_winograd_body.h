@@ -156,7 +156,8 @@ void grad_tile(const float* e, int64_t row, int64_t cop, int64_t k0, float* dX, 
 
 // U[x][c][k] = (G g G^T)[x] for the 3x3 filter g of input channel c and output channel k.
 // `flip` gives the input gradient's filters: g = w[c][k] flipped, c the convolution's
-// output channels.
+// output channels. Input channels in parallel; the loops over k are contiguous in U (and in
+// the gathered filters), so the compiler vectorizes them.
 template <typename F>
 Floats transform_filters(const at::Tensor& weight, bool flip, int64_t cop) {
   constexpr int n = F::n;
@@ -164,95 +165,108 @@ Floats transform_filters(const at::Tensor& weight, bool flip, int64_t cop) {
   const int64_t O = weight.size(0), I = weight.size(1);
   const int64_t C = flip ? O : I, K = flip ? I : O;
   Floats U(n * n * C * cop, 0.f);
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t k = 0; k < K; ++k) {
-      float g[3][3], t[n][3];  // t = G g
+  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+    Floats g(9 * K), t(n * 3 * K);  // g[r][q][k], then t = G g: t[i][q][k]
+    for (int64_t c = begin; c < end; ++c) {
       for (int r = 0; r < 3; ++r)
-        for (int q = 0; q < 3; ++q) g[r][q] = flip ? w[c][k][2 - r][2 - q] : w[k][c][r][q];
-      for (int q = 0; q < 3; ++q) {
-        const float col[3] = {g[0][q], g[1][q], g[2][q]};
-        float u[n];
-        F::filter(col, u);
-        for (int i = 0; i < n; ++i) t[i][q] = u[i];
-      }
-      for (int i = 0; i < n; ++i) {
-        float u[n];
-        F::filter(t[i], u);
-        for (int j = 0; j < n; ++j) U[((i * n + j) * C + c) * cop + k] = u[j];
-      }
+        for (int q = 0; q < 3; ++q)
+          for (int64_t k = 0; k < K; ++k)
+            g[(r * 3 + q) * K + k] = flip ? w[c][k][2 - r][2 - q] : w[k][c][r][q];
+      for (int q = 0; q < 3; ++q)
+        for (int64_t k = 0; k < K; ++k) {
+          const float col[3] = {g[q * K + k], g[(3 + q) * K + k], g[(6 + q) * K + k]};
+          float u[n];
+          F::filter(col, u);
+          for (int i = 0; i < n; ++i) t[(i * 3 + q) * K + k] = u[i];
+        }
+      for (int i = 0; i < n; ++i)
+        for (int64_t k = 0; k < K; ++k) {
+          const float row[3] = {t[i * 3 * K + k], t[(i * 3 + 1) * K + k], t[(i * 3 + 2) * K + k]};
+          float u[n];
+          F::filter(row, u);
+          for (int j = 0; j < n; ++j) U[((i * n + j) * C + c) * cop + k] = u[j];
+        }
     }
+  });
   return U;
 }
 
-// dw[k][c] = G^T dU[.][c][k] G (3x3 from the n x n sums).
+// dw[k][c] = G^T dU[.][c][k] G (3x3 from the n x n sums), input channels in parallel.
 template <typename F>
-void untransform_grads(const Floats& dU, int64_t C, int64_t K, int64_t cop,
-                       at::Tensor& dweight) {
+void untransform_grads(const Floats& dU, int64_t C, int64_t K, int64_t cop, at::Tensor& dweight) {
   constexpr int n = F::n;
   auto dw = dweight.accessor<float, 4>();
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t k = 0; k < K; ++k) {
-      float t[3][n];  // G^T dU
-      for (int j = 0; j < n; ++j) {
-        float col[n], g[3];
-        for (int i = 0; i < n; ++i) col[i] = dU[((i * n + j) * C + c) * cop + k];
-        F::unfilter(col, g);
-        for (int r = 0; r < 3; ++r) t[r][j] = g[r];
-      }
-      for (int r = 0; r < 3; ++r) {
-        float g[3];
-        F::unfilter(t[r], g);
-        for (int q = 0; q < 3; ++q) dw[k][c][r][q] = g[q];
-      }
+  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+    Floats t(3 * n * K);  // G^T dU: t[r][j][k]
+    for (int64_t c = begin; c < end; ++c) {
+      for (int j = 0; j < n; ++j)
+        for (int64_t k = 0; k < K; ++k) {
+          float col[n], g[3];
+          for (int i = 0; i < n; ++i) col[i] = dU[((i * n + j) * C + c) * cop + k];
+          F::unfilter(col, g);
+          for (int r = 0; r < 3; ++r) t[(r * n + j) * K + k] = g[r];
+        }
+      for (int r = 0; r < 3; ++r)
+        for (int64_t k = 0; k < K; ++k) {
+          float row[n], g[3];
+          for (int j = 0; j < n; ++j) row[j] = t[(r * n + j) * K + k];
+          F::unfilter(row, g);
+          for (int q = 0; q < 3; ++q) dw[k][c][r][q] = g[q];
+        }
     }
+  });
 }
 
-// M[t][v0 .. v0+V vectors) = sum over c of V[t][c] U[c][...] for tiles t0 .. t0 + n*P, in
-// blocks of P tiles: a register block of P tiles x V vectors of output channels.
-template <int V, int P>
-void gemm_blocks(const float* Vt, int64_t C, const float* U, int64_t cop, float* M, int64_t t0,
-                 int64_t n, int64_t v0) {
-  const float* w0 = U + v0 * kWidth;
-  for (int64_t blk = 0; blk < n; ++blk) {
-    const int64_t t = t0 + blk * P;
-    Vec acc[P][V];
-    for (int j = 0; j < P; ++j)
-      for (int v = 0; v < V; ++v) acc[j][v] = Vec(0.f);
-    const float* x = Vt + t * C;
-    const float* w = w0;
-    for (int64_t c = 0; c < C; ++c, w += cop) {
-      Vec wv[V];
-      for (int v = 0; v < V; ++v) wv[v] = Vec::loadu(w + v * kWidth);
-      for (int j = 0; j < P; ++j) {
-        const Vec xv(x[j * C + c]);
-        for (int v = 0; v < V; ++v) acc[j][v] = at::vec::fmadd(xv, wv[v], acc[j][v]);
-      }
+// M[t][v0 .. v0+V vectors) = sum over c of V[t][c] U[c][...] for tiles t0 .. t0+P: a
+// register block of P tiles x V vectors of output channels. CS is C when it is one of the
+// common channel counts (0: read C), so the P tiles' inputs are constant offsets from one
+// pointer instead of P pointers that spill from the general registers.
+template <int CS, int V, int P>
+void gemm_block(const float* Vt, int64_t C, const float* U, int64_t cop, float* M, int64_t t0,
+                int64_t v0) {
+  const int64_t stride = CS ? CS : C;
+  Vec acc[P][V];
+  for (int j = 0; j < P; ++j)
+    for (int v = 0; v < V; ++v) acc[j][v] = Vec(0.f);
+  const float* x = Vt + t0 * stride;
+  const float* w = U + v0 * kWidth;
+  for (int64_t c = 0; c < stride; ++c, ++x, w += cop) {
+    Vec wv[V];
+    for (int v = 0; v < V; ++v) wv[v] = Vec::loadu(w + v * kWidth);
+    for (int j = 0; j < P; ++j) {
+      const Vec xv(x[j * stride]);
+      for (int v = 0; v < V; ++v) acc[j][v] = at::vec::fmadd(xv, wv[v], acc[j][v]);
     }
-    float* o = M + t * cop + v0 * kWidth;
-    for (int j = 0; j < P; ++j)
-      for (int v = 0; v < V; ++v) acc[j][v].store(o + j * cop + v * kWidth);
   }
+  float* o = M + t0 * cop + v0 * kWidth;
+  for (int j = 0; j < P; ++j)
+    for (int v = 0; v < V; ++v) acc[j][v].store(o + j * cop + v * kWidth);
 }
 
-// All nT tiles of one position: full blocks of the widest register block, then the rest.
-template <int V>
-void gemm_vectors(const float* Vt, int64_t C, const float* U, int64_t cop, float* M, int64_t nT,
-                  int64_t v0) {
-  constexpr int P = max_block(V);
-  const int64_t full = nT / P;
-  gemm_blocks<V, P>(Vt, C, U, cop, M, 0, full, v0);
-  for (int64_t t = full * P; t < nT; ++t) gemm_blocks<V, 1>(Vt, C, U, cop, M, t, 1, v0);
+using GemmFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t);
+using GemmRow = std::array<GemmFn, kMaxP + 1>;
+template <int CS, int V, size_t... P>
+constexpr GemmRow gemm_row(std::index_sequence<P...>) {
+  return {{&gemm_block<CS, V, fit<V, static_cast<int>(P)>>...}};
 }
+template <int CS>
+constexpr std::array<GemmRow, kMaxV + 1> gemm_table() {
+  return {{{}, gemm_row<CS, 1>(Seq{}), gemm_row<CS, 2>(Seq{}), gemm_row<CS, 3>(Seq{}),
+           gemm_row<CS, 4>(Seq{})}};
+}
+// gemm_block<CS, V, P> by [channels: any, 16, 32, 64][V][P], 1 <= P <= max_block(V)
+const std::array<std::array<GemmRow, kMaxV + 1>, 4> kGemm = {
+    {gemm_table<0>(), gemm_table<16>(), gemm_table<32>(), gemm_table<64>()}};
 
 // M[nT][cop] = V[nT][C] U[C][cop] (one of the n^2 positions).
+// The tiles are split into near-equal blocks of at most the widest register block (28 tiles
+// as 14 + 14, not 16 + twelve of one: a one-tile block is one FMA chain, latency-bound).
 inline void gemm(const float* Vt, int64_t C, const float* U, int64_t cop, float* M, int64_t nT) {
+  const auto& table = kGemm[C == 16 ? 1 : C == 32 ? 2 : C == 64 ? 3 : 0];
   split(cop / kWidth, kMaxV, [&](int64_t v0, int64_t nv) {
-    switch (nv) {
-      case 1: return gemm_vectors<1>(Vt, C, U, cop, M, nT, v0);
-      case 2: return gemm_vectors<2>(Vt, C, U, cop, M, nT, v0);
-      case 3: return gemm_vectors<3>(Vt, C, U, cop, M, nT, v0);
-      default: return gemm_vectors<4>(Vt, C, U, cop, M, nT, v0);
-    }
+    split(nT, max_block(static_cast<int>(nv)), [&](int64_t t0, int64_t P) {
+      table[nv][P](Vt, C, U, cop, M, t0, v0);
+    });
   });
 }
 
