@@ -89,10 +89,12 @@ struct F4 {
 
 // Tiles per block: V and M (n^2 planes each) fit in about 64 KiB, near L1 (measured with
 // F(2x2): 512 KiB blocks ran 1.3-1.5x slower at 16-32 channels).
+// The weight gradient's blocks take `scale` times that: its products sum over the tiles, so
+// a block's tiles are each product's inner loop (tiles of several images share a block).
 template <typename F>
-int64_t block_tiles(int64_t C, int64_t cop, int64_t tiles) {
-  const int64_t most = std::max<int64_t>(8, (F::kBlockKiB * 1024 / 4) / (F::n * F::n * (C + cop)));
-  return std::min(tiles, most);
+int64_t block_tiles(int64_t C, int64_t cop, int64_t tiles, int64_t scale = 1) {
+  const int64_t budget = scale * F::kBlockKiB * 1024 / 4;
+  return std::min(tiles, std::max<int64_t>(8, budget / (F::n * F::n * (C + cop))));
 }
 
 // V[x][t][c0 .. c0+k) of the n x n tile at d (pixel stride C floats, row stride `row`):
@@ -283,16 +285,14 @@ struct Tiles {
   int64_t left(int64_t q) const { return F::m * (q % TW); }  // first output column
 };
 
-// Transforms tiles t0 .. t0+nT of a padded NHWC image of C channels into V[n^2][T][C].
+// Transforms tile q of a padded NHWC image of C channels into slot t of V[n^2][T][C].
 template <typename F>
-void transform_inputs(const float* img, const Tiles<F>& tl, int64_t C, int64_t t0, int64_t nT,
-                      int64_t T, float* V) {
+void transform_input(const float* img, const Tiles<F>& tl, int64_t C, int64_t q, int64_t T,
+                     int64_t t, float* V) {
   const int64_t row = tl.Wp() * C;
-  for (int64_t t = 0; t < nT; ++t) {
-    const float* d = img + tl.top(t0 + t) * row + tl.left(t0 + t) * C;
-    for (int64_t c0 = 0; c0 < C; c0 += kWidth)
-      input_tile<F>(d, row, C, c0, std::min<int64_t>(kWidth, C - c0), V, T * C, t * C);
-  }
+  const float* d = img + tl.top(q) * row + tl.left(q) * C;
+  for (int64_t c0 = 0; c0 < C; c0 += kWidth)
+    input_tile<F>(d, row, C, c0, std::min<int64_t>(kWidth, C - c0), V, T * C, t * C);
 }
 
 // y (n, K, oh, ow), allocated, = the 3x3 stride-1 convolution of src (n, C, H, W) zero-padded
@@ -319,7 +319,7 @@ void convolve(const at::Tensor& src, const Floats& U, const float* bias, int64_t
       const int64_t orow = direct ? ys[2] : ow * cop, opix = direct ? ys[3] : cop;
       for (int64_t t0 = 0; t0 < tl.count(); t0 += T) {
         const int64_t nT = std::min(T, tl.count() - t0);
-        transform_inputs<F>(img.data(), tl, C, t0, nT, T, V.data());
+        for (int64_t t = 0; t < nT; ++t) transform_input<F>(img.data(), tl, C, t0 + t, T, t, V.data());
         for (int64_t x = 0; x < n2; ++x)
           gemm(V.data() + x * T * C, C, U.data() + x * C * cop, cop, M.data() + x * T * cop, nT);
         for (int64_t t = 0; t < nT; ++t) {
@@ -388,7 +388,7 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
               "conv_fp32 winograd: the gradient's shape is the output's");
   const int64_t cop = round_up(K, kWidth);
   const Tiles<F> tl(oh, ow);
-  const int64_t T = block_tiles<F>(C, cop, tl.count());
+  const int64_t T = block_tiles<F>(C, cop, n * tl.count(), 4);
   const int64_t size = n2 * C * cop;
   const int threads = at::get_num_threads();
   Floats partial(threads * (size + cop), 0.f);  // per thread: dU, then db
@@ -401,6 +401,13 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
     const int64_t gh = F::m * tl.TH, gw = F::m * tl.TW;  // dy, zero-extended to whole tiles
     Floats img(tl.Hp() * tl.Wp() * C), grad(gh * gw * cop);
     Floats V(n2 * T * C), dX(n2 * T * cop);
+    int64_t filled = 0;  // tiles in the block, from this image and the ones before
+    const auto flush = [&] {
+      for (int64_t x = 0; x < n2; ++x)
+        run_wgrad(WGrad{V.data() + x * T * C, 0, C, 1, 1, C, dX.data() + x * T * cop, cop, 1,
+                        filled, dU + x * C * cop});
+      filled = 0;
+    };
     for (int64_t i = begin; i < end; ++i) {
       pad_image(xd + i * xs[0], xs[1], xs[2], xs[3], C, H, W, p, p, tl.Hp(), tl.Wp(),
                 img.data());
@@ -410,19 +417,15 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
         for (int64_t q = 0; q < gh * gw; ++q)
           for (int64_t o = 0; o < cop; o += kWidth)
             (Vec::loadu(db + o) + Vec::loadu(grad.data() + q * cop + o)).store(db + o);
-      for (int64_t t0 = 0; t0 < tl.count(); t0 += T) {
-        const int64_t nT = std::min(T, tl.count() - t0);
-        transform_inputs<F>(img.data(), tl, C, t0, nT, T, V.data());
-        for (int64_t t = 0; t < nT; ++t) {
-          const float* e = grad.data() + (tl.top(t0 + t) * gw + tl.left(t0 + t)) * cop;
-          for (int64_t k0 = 0; k0 < cop; k0 += kWidth)
-            grad_tile<F>(e, gw * cop, cop, k0, dX.data(), T * cop, t * cop);
-        }
-        for (int64_t x = 0; x < n2; ++x)
-          run_wgrad(WGrad{V.data() + x * T * C, 0, C, 1, 1, C, dX.data() + x * T * cop, cop, 1,
-                          nT, dU + x * C * cop});
+      for (int64_t q = 0; q < tl.count(); ++q) {
+        transform_input<F>(img.data(), tl, C, q, T, filled, V.data());
+        const float* e = grad.data() + (tl.top(q) * gw + tl.left(q)) * cop;
+        for (int64_t k0 = 0; k0 < cop; k0 += kWidth)
+          grad_tile<F>(e, gw * cop, cop, k0, dX.data(), T * cop, filled * cop);
+        if (++filled == T) flush();
       }
     }
+    if (filled > 0) flush();
   });
   Floats dU(size + cop, 0.f);
   for (int t = 0; t < threads; ++t)
