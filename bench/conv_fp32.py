@@ -74,7 +74,9 @@ def compare(g: conv_choice.Geometry, rounds: int, stat: str) -> dict[str, dict[s
 def _cells(t: dict[str, float], heat: str, gflop: float) -> str:
     """oneDNN's ms, cnnc's best ms (and which), both GFLOP/s, and the speed-up."""
     onednn = t[f"onednn_{heat}"]
-    ours = {k.split("_")[0]: ms for k, ms in t.items() if k.endswith(heat) and "onednn" not in k}
+    ours = {
+        k.rsplit("_", 1)[0]: ms for k, ms in t.items() if k.endswith(heat) and "onednn" not in k
+    }
     best = min(ours, key=ours.__getitem__)
     ms = ours[best]
     return (

@@ -268,3 +268,16 @@ def test_bench_isa_scalar_measures_at_scalar() -> None:
     doc = json.loads(done.stdout)
     assert doc["isa"] == "scalar" and doc["aten_cpu_capability"].lower() == "default"
     assert "measuring as on a CPU of level scalar" in done.stderr
+
+
+def test_the_per_layer_table_names_the_fastest_of_cnnc_algorithms() -> None:
+    from bench.conv_fp32 import _cells
+
+    times = {
+        "onednn_warm": 2.0,
+        "direct_warm": 1.5,
+        "direct_rows_warm": 1.0,
+        "winograd_4x4_warm": 1.25,
+        "winograd_4x4_cold": 0.5,
+    }
+    assert _cells(times, "warm", 4.0) == "2.000 | 1.000 direct_rows | 2 / 4 | 2.00x"

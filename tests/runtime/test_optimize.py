@@ -15,7 +15,7 @@ import cnnc
 from runtime import autotune
 from runtime.benchmark import Measurement, Schedule, Variant, Workload
 from runtime.errors import ConfigError
-from runtime.kernels.cpu import isa
+from runtime.kernels.cpu import extension as cpu_ext, isa
 from runtime.optimize import candidates
 from runtime.optimize.config import EAGER, OptimizeConfig
 from runtime.optimize.prepare import Prepared, prepare
@@ -205,6 +205,14 @@ def test_a_forced_or_emulated_precision_is_cached_apart(monkeypatch: pytest.Monk
     monkeypatch.setattr(isa, "native_bf16", lambda: True)
     assert autotune._cache_key(work, "m", both, forced=False).endswith("amp off,bf16")
     assert f"| isa {isa.level()}, ATen " in plain
+
+
+def test_a_choice_is_cached_per_kernel_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    work = Workload(lambda: nn.Linear(2, 2), (2,), 2, 4, CPU)
+    before = autotune._cache_key(work, "m", ("off",), forced=False)
+    assert f"| kernels {cpu_ext.all_sources_hash()} |" in before
+    monkeypatch.setattr(cpu_ext, "all_sources_hash", lambda: "changed")
+    assert autotune._cache_key(work, "m", ("off",), forced=False) != before
 
 
 def test_final_rounds_of_small_steps_are_lengthened() -> None:

@@ -252,9 +252,13 @@ std::vector<at::Tensor> rows_weight_grad(const at::Tensor& x, const at::Tensor& 
       } else {
         rows::wgrad_image<5>(img.data(), pl, grad.data(), gp.row, oh, ow, co, dw);
       }
-      if (with_bias)
-        for (int64_t c = 0; c < co; ++c)
-          for (int64_t q = c * oh * gp.row; q < (c + 1) * oh * gp.row; ++q) db[c] += grad[q];
+      if (with_bias)  // rows are whole vectors, zero past the image
+        for (int64_t c = 0; c < co; ++c) {
+          Vec sum(0.f);
+          for (int64_t q = c * oh * gp.row; q < (c + 1) * oh * gp.row; q += kWidth)
+            sum = sum + Vec::loadu(grad.data() + q);
+          db[c] += rows::lane_sum(sum);
+        }
     }
   });
   at::Tensor dweight = at::zeros({co, C, k, k}, x.options());
