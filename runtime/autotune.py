@@ -14,7 +14,6 @@ eager, unless a choice is cached.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from runtime import cachefile
 from runtime.benchmark import Measurement, Schedule, Variant, Workload, device_name, measure
 from runtime.kernels.cpu import extension as cpu_ext, isa
 from runtime.optimize.candidates import candidates, left_out
@@ -94,26 +94,6 @@ def _cache_key(work: Workload, key: str, allowed_amp: tuple[Amp, ...], forced: b
     )
 
 
-def _load(path: Path) -> dict[str, dict[str, object]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _store(path: Path, key: str, entry: dict[str, object]) -> None:
-    data = _load(path)
-    data[key] = entry
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:  # a cache that cannot be written only costs a re-tune
-        log.warning("cannot write the autotune cache %s: %s", path, exc)
-
-
 def choose(measurements: list[Measurement], margin: float = MARGIN) -> tuple[OptimizeConfig, str]:
     """The fastest measurement if it beats eager by ``margin``, else eager; and why."""
     eager = next(m for m in measurements if m.config == EAGER)
@@ -160,9 +140,9 @@ def tune(
         left_out(amp, work.device) != left_out(amp, work.device, True) for amp in allowed_amp
     )
     full_key = _cache_key(work, key or model_key(work.factory()), allowed_amp, forced)
-    cached = _load(path).get(full_key)
+    cached = cachefile.load(path).get(full_key)
     if cached is not None and not refresh:
-        config = OptimizeConfig(**cached["config"])  # type: ignore[arg-type]
+        config = OptimizeConfig(**cached["config"])
         return TuneResult(config, f"{cached['reason']} (cached)", full_key, [], cached=True)
     if run_steps is not None and not refresh:
         (eager,) = measure(work, [Variant("eager", EAGER)], ESTIMATE_SCHEDULE)
@@ -184,7 +164,9 @@ def tune(
     reason += f"; first pass over all {len(measurements)} candidates: " + ", ".join(
         f"{m.name} {m.ratio_vs_eager:.2f}x" for m in sorted(measurements, key=lambda m: m.step_ms)
     )
-    _store(path, full_key, {"config": config.to_dict(), "reason": reason})
+    error = cachefile.store(path, full_key, {"config": config.to_dict(), "reason": reason})
+    if error is not None:  # a cache that cannot be written only costs a re-tune
+        log.warning("cannot write the autotune cache %s: %s", path, error)
     log.info("auto chose %s", reason)
     return TuneResult(config, reason, full_key, measurements, finals=finals)
 

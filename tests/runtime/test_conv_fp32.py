@@ -135,24 +135,32 @@ def _always(choice: Choice, monkeypatch: pytest.MonkeyPatch) -> list[Geometry]:
     return seen
 
 
-CHOICES = [
-    Choice("direct", "direct", "direct"),
-    Choice("onednn", "direct", "onednn"),
-    Choice("direct", "onednn", "direct"),
-]
+# (in, out, kernel, padding, stride), input shape, the algorithms of the passes
+MODULE_CASES = {
+    "all-direct": ((6, 16, 5, 1, 2), (3, 6, 15, 14), Choice("direct", "direct", "direct")),
+    "input_grad": ((6, 16, 5, 1, 2), (3, 6, 15, 14), Choice("onednn", "direct", "onednn")),
+    "fwd+wgrad": ((6, 16, 5, 1, 2), (3, 6, 15, 14), Choice("direct", "onednn", "direct")),
+    "winograd": (
+        (16, 24, 3, 1, 1),
+        (2, 16, 9, 10),
+        Choice("winograd_4x4", "winograd_2x2", "winograd_4x4"),
+    ),
+    "rows": ((4, 6, 5, 1, 1), (2, 4, 12, 13), Choice("direct_rows", "direct_rows", "direct_rows")),
+}
 
 
-@pytest.mark.parametrize("choice", CHOICES, ids=["all", "input_grad", "fwd+wgrad"])
+@pytest.mark.parametrize("case", MODULE_CASES)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_module_keeps_outputs_and_gradients(
-    choice: Choice, channels_last: bool, level: str, monkeypatch: pytest.MonkeyPatch
+    case: str, channels_last: bool, level: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    (ci, co, k, p, s), shape, choice = MODULE_CASES[case]
     seen = _always(choice, monkeypatch)
     torch.manual_seed(0)
-    conv = nn.Conv2d(6, 16, 5, padding=1, stride=2)
+    conv = nn.Conv2d(ci, co, k, padding=p, stride=s)
     swapped = Fp32Conv2d.from_module(copy.deepcopy(conv))
     assert swapped.state_dict().keys() == conv.state_dict().keys()
-    x = torch.randn(3, 6, 15, 14)
+    x = torch.randn(shape)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     grads = []
@@ -163,29 +171,8 @@ def test_module_keeps_outputs_and_gradients(
         grads.append([out, xi.grad, module.weight.grad, module.bias.grad])
     for got, want in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    uses = cf.kernel_available()
-    assert seen == ([Geometry(3, 6, 16, 15, 14, 5, 2, 1, True, channels_last)] if uses else [])
-
-
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-def test_module_with_winograd_keeps_outputs_and_gradients(
-    channels_last: bool, level: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _always(Choice("winograd_4x4", "winograd_2x2", "winograd_4x4"), monkeypatch)
-    torch.manual_seed(0)
-    conv = nn.Conv2d(16, 24, 3, padding=1)
-    swapped = Fp32Conv2d.from_module(copy.deepcopy(conv))
-    x = torch.randn(2, 16, 9, 10)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    grads = []
-    for module in (conv, swapped):
-        xi = x.clone().requires_grad_()
-        out = module(xi)
-        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
-        grads.append([out, xi.grad, module.weight.grad, module.bias.grad])
-    for got, want in zip(grads[1], grads[0], strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    geometry = Geometry(shape[0], ci, co, shape[2], shape[3], k, s, p, True, channels_last)
+    assert seen == ([geometry] if cf.kernel_available() else [])
 
 
 def test_module_without_bias_and_a_frozen_weight(

@@ -15,7 +15,6 @@ is measured again; ``decision_seconds`` says what the measuring cost this proces
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -28,6 +27,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from runtime import cachefile
 from runtime.kernels.cpu import extension, isa
 
 log = logging.getLogger("runtime.kernels")
@@ -252,7 +252,7 @@ def decide(g: Geometry) -> Choice:
         if key in _choices:
             return _choices[key]
         path, text = cache_file(), f"{machine_key()} | {g.label()}"
-        choice = _stored(_load(path).get(text))
+        choice = _stored(cachefile.load(path).get(text))
         if choice is None:
             start = time.perf_counter()
             times = measure(g)
@@ -269,26 +269,8 @@ def decide(g: Geometry) -> Choice:
                 ),
                 spent * 1000,
             )
-            _store(path, text, asdict(choice))
+            error = cachefile.store(path, text, asdict(choice))
+            if error is not None:  # unwritten, the next process measures again
+                log.warning("cannot write the conv_fp32 choices to %s: %s", path, error)
         _choices[key] = choice
         return choice
-
-
-def _load(path: Path) -> dict[str, object]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _store(path: Path, key: str, entry: dict[str, str]) -> None:
-    data = _load(path)
-    data[key] = entry
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:  # unwritten, the next process measures again
-        log.warning("cannot write the conv_fp32 choices to %s: %s", path, exc)

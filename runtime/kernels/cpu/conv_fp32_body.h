@@ -230,6 +230,42 @@ void widen(float* buf, int64_t pixels, int64_t C, int64_t cop) {
   }
 }
 
+// Each thread's sums of a weight gradient (`size` floats) and its bias gradient (`nb`
+// floats), added up at the end: threads never write the same memory.
+struct Partials {
+  int64_t size, nb;
+  int threads;
+  Floats sums;
+  Partials(int64_t size_, int64_t nb_)
+      : size(size_), nb(nb_), threads(at::get_num_threads()), sums(threads * (size_ + nb_)) {}
+  float* dw() { return sums.data() + at::get_thread_num() * (size + nb); }  // this thread's
+  float* db() { return dw() + size; }
+  Floats total() const {  // every thread's, added: size + nb floats
+    Floats out(size + nb, 0.f);
+    for (int t = 0; t < threads; ++t)
+      for (int64_t j = 0; j < size + nb; ++j) out[j] += sums[t * (size + nb) + j];
+    return out;
+  }
+  at::Tensor bias(int64_t K, const at::TensorOptions& options) const {  // from total()
+    at::Tensor db = at::empty({K}, options);
+    const Floats all = total();
+    std::copy(all.begin() + size, all.begin() + size + K, db.data_ptr<float>());
+    return db;
+  }
+};
+
+// The bias as `n` floats (zeros past its channels), or empty without one.
+Floats bias_floats(const c10::optional<at::Tensor>& bias, int64_t channels, int64_t n) {
+  if (!bias.has_value() || !bias->defined()) return {};
+  Floats out(n, 0.f);
+  const at::Tensor b = bias->contiguous();
+  std::copy(b.data_ptr<float>(), b.data_ptr<float>() + channels, out.begin());
+  return out;
+}
+
+// The data of an optional buffer: nullptr when empty.
+inline const float* data_or_null(const Floats& v) { return v.empty() ? nullptr : v.data(); }
+
 at::Tensor empty_like_format(const at::Tensor& like, at::IntArrayRef sizes) {
   return at::empty(sizes, like.options().memory_format(like.suggest_memory_format()));
 }
@@ -273,12 +309,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
   const Shape g = shape_of(x, weight, stride, padding);
   const int64_t cop = round_up(g.co, kWidth);
   const Floats wp = pack_forward(weight.contiguous(), g, cop);
-  Floats bp(cop, 0.f);
-  const bool has_bias = bias.has_value() && bias->defined();
-  if (has_bias) {
-    const at::Tensor b = bias->contiguous();
-    std::copy(b.data_ptr<float>(), b.data_ptr<float>() + g.co, bp.begin());
-  }
+  const Floats bp = bias_floats(bias, g.co, cop);
   at::Tensor y = empty_like_format(x, {g.n, g.co, g.oh, g.ow});
   const int64_t Hp = (g.oh - 1) * g.s + g.k, Wp = (g.ow - 1) * g.s + g.k;
   const auto xs = x.strides(), ys = y.strides();
@@ -291,7 +322,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
       pad_image(xd + n * xs[0], xs[1], xs[2], xs[3], g.ci, g.h, g.w, g.p, g.p, Hp, Wp,
                 img.data());
       Window win{img.data(), Wp * g.ci, g.ci, g.s, g.k, g.k * g.ci, wp.data(), cop,
-                 has_bias ? bp.data() : nullptr, nullptr, 0, 0, g.oh, g.ow};
+                 data_or_null(bp), nullptr, 0, 0, g.oh, g.ow};
       if (direct) {
         win.out = yd + n * ys[0], win.orow = ys[2], win.opix = ys[3];
       } else {
@@ -388,15 +419,13 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
               "conv_fp32: the gradient's shape is the output's");
   const int64_t cop = round_up(co, kWidth);
   const int64_t Hp = (oh - 1) * s + k, Wp = (ow - 1) * s + k;
-  const int64_t size = k * k * ci * cop;
-  const int threads = at::get_num_threads();
-  Floats partial(threads * (size + cop), 0.f);  // per thread: dw, then db
+  Partials part(k * k * ci * cop, cop);
   const auto xs = x.strides(), es = dy.strides();
   const float* xd = x.data_ptr<float>();
   const float* ed = dy.data_ptr<float>();
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    float* dw = partial.data() + at::get_thread_num() * (size + cop);
-    float* db = dw + size;
+    float* dw = part.dw();
+    float* db = part.db();
     Floats img(Hp * Wp * ci + kMaxP), grad(oh * ow * cop);
     for (int64_t i = begin; i < end; ++i) {
       pad_image(xd + i * xs[0], xs[1], xs[2], xs[3], ci, h, w, p, p, Hp, Wp, img.data());
@@ -411,28 +440,15 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
       run_wgrad(WGrad{img.data(), Wp * ci, ci, s, k, k * ci, grad.data(), cop, oh, ow, dw});
     }
   });
+  const Floats sums = part.total();  // [kh][kw * ci + j][cop]
   at::Tensor dweight = at::empty({co, ci, k, k}, x.options());
   auto wa = dweight.accessor<float, 4>();
   for (int64_t r = 0; r < k; ++r)
     for (int64_t c = 0; c < k; ++c)
       for (int64_t j = 0; j < ci; ++j)
-        for (int64_t o = 0; o < co; ++o) {
-          float sum = 0.f;
-          for (int t = 0; t < threads; ++t)
-            sum += partial[t * (size + cop) + ((r * k + c) * ci + j) * cop + o];
-          wa[o][j][r][c] = sum;
-        }
+        for (int64_t o = 0; o < co; ++o) wa[o][j][r][c] = sums[((r * k + c) * ci + j) * cop + o];
   std::vector<at::Tensor> out{dweight};
-  if (with_bias) {
-    at::Tensor dbias = at::empty({co}, x.options());
-    float* bd = dbias.data_ptr<float>();
-    for (int64_t o = 0; o < co; ++o) {
-      float sum = 0.f;
-      for (int t = 0; t < threads; ++t) sum += partial[t * (size + cop) + size + o];
-      bd[o] = sum;
-    }
-    out.push_back(dbias);
-  }
+  if (with_bias) out.push_back(part.bias(co, x.options()));
   return out;
 }
 

@@ -194,14 +194,9 @@ at::Tensor rows_forward(const at::Tensor& x, const at::Tensor& weight,
   const Shape g = shape_of(x, weight, 1, padding);
   TORCH_CHECK(rows_applies(g.k, 1, padding), "conv_fp32 rows: 3x3 or 5x5, stride 1");
   const Floats w = rows::pack(weight.contiguous(), false);
-  Floats b(g.co, 0.f);
-  const bool has_bias = bias.has_value() && bias->defined();
-  if (has_bias) {
-    const at::Tensor bc = bias->contiguous();
-    std::copy(bc.data_ptr<float>(), bc.data_ptr<float>() + g.co, b.begin());
-  }
+  const Floats b = bias_floats(bias, g.co, g.co);
   at::Tensor y = empty_like_format(x, {g.n, g.co, g.oh, g.ow});
-  rows::convolve(x, w, has_bias ? b.data() : nullptr, g.co, g.k, padding, y);
+  rows::convolve(x, w, data_or_null(b), g.co, g.k, padding, y);
   return y;
 }
 
@@ -234,15 +229,13 @@ std::vector<at::Tensor> rows_weight_grad(const at::Tensor& x, const at::Tensor& 
               "conv_fp32 rows: the gradient's shape is the output's");
   const rows::Planes pl(C, oh - 1 + k, ow - 1 + k);
   const rows::Planes gp(co, oh, ow);  // dy, rows zero-padded to whole vectors
-  const int64_t size = co * C * k * k;
-  const int threads = at::get_num_threads();
-  Floats partial(threads * (size + co), 0.f);  // per thread: dw, then db
+  Partials part(co * C * k * k, co);  // dw as [co][C][k][k], db
   const auto xs = x.strides(), es = dy.strides();
   const float* xd = x.data_ptr<float>();
   const float* ed = dy.data_ptr<float>();
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    float* dw = partial.data() + at::get_thread_num() * (size + co);
-    float* db = dw + size;
+    float* dw = part.dw();
+    float* db = part.db();
     Floats img(pl.size()), grad(gp.size());
     for (int64_t i = begin; i < end; ++i) {
       rows::fill(xd + i * xs[0], xs[1], xs[2], xs[3], H, W, padding, padding, pl, img.data());
@@ -261,17 +254,10 @@ std::vector<at::Tensor> rows_weight_grad(const at::Tensor& x, const at::Tensor& 
         }
     }
   });
-  at::Tensor dweight = at::zeros({co, C, k, k}, x.options());
-  float* out = dweight.data_ptr<float>();
-  for (int t = 0; t < threads; ++t)
-    for (int64_t j = 0; j < size; ++j) out[j] += partial[t * (size + co) + j];
+  const Floats sums = part.total();
+  at::Tensor dweight = at::empty({co, C, k, k}, x.options());
+  std::copy(sums.begin(), sums.begin() + part.size, dweight.data_ptr<float>());
   std::vector<at::Tensor> result{dweight};
-  if (with_bias) {
-    at::Tensor dbias = at::zeros({co}, x.options());
-    float* bd = dbias.data_ptr<float>();
-    for (int t = 0; t < threads; ++t)
-      for (int64_t c = 0; c < co; ++c) bd[c] += partial[t * (size + co) + size + c];
-    result.push_back(dbias);
-  }
+  if (with_bias) result.push_back(part.bias(co, x.options()));
   return result;
 }

@@ -345,14 +345,9 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
   TORCH_CHECK(g.k == 3, "conv_fp32 winograd: 3x3 filters");
   const int64_t cop = round_up(g.co, kWidth);
   const Floats U = transform_filters<F>(weight.contiguous(), false, cop);
-  Floats bp(cop, 0.f);
-  const bool has_bias = bias.has_value() && bias->defined();
-  if (has_bias) {
-    const at::Tensor b = bias->contiguous();
-    std::copy(b.data_ptr<float>(), b.data_ptr<float>() + g.co, bp.begin());
-  }
+  const Floats bp = bias_floats(bias, g.co, cop);
   at::Tensor y = empty_like_format(x, {g.n, g.co, g.oh, g.ow});
-  convolve<F>(x, U, has_bias ? bp.data() : nullptr, g.co, cop, padding, y);
+  convolve<F>(x, U, data_or_null(bp), g.co, cop, padding, y);
   return y;
 }
 
@@ -389,15 +384,13 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
   const int64_t cop = round_up(K, kWidth);
   const Tiles<F> tl(oh, ow);
   const int64_t T = block_tiles<F>(C, cop, n * tl.count(), 4);
-  const int64_t size = n2 * C * cop;
-  const int threads = at::get_num_threads();
-  Floats partial(threads * (size + cop), 0.f);  // per thread: dU, then db
+  Partials part(n2 * C * cop, cop);  // dU, db
   const auto xs = x.strides(), es = dy.strides();
   const float* xd = x.data_ptr<float>();
   const float* ed = dy.data_ptr<float>();
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    float* dU = partial.data() + at::get_thread_num() * (size + cop);
-    float* db = dU + size;
+    float* dU = part.dw();
+    float* db = part.db();
     const int64_t gh = F::m * tl.TH, gw = F::m * tl.TW;  // dy, zero-extended to whole tiles
     Floats img(tl.Hp() * tl.Wp() * C), grad(gh * gw * cop);
     Floats V(n2 * T * C), dX(n2 * T * cop);
@@ -427,17 +420,10 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
     }
     if (filled > 0) flush();
   });
-  Floats dU(size + cop, 0.f);
-  for (int t = 0; t < threads; ++t)
-    for (int64_t j = 0; j < size + cop; ++j) dU[j] += partial[t * (size + cop) + j];
   at::Tensor dweight = at::empty({K, C, 3, 3}, x.options());
-  untransform_grads<F>(dU, C, K, cop, dweight);
+  untransform_grads<F>(part.total(), C, K, cop, dweight);
   std::vector<at::Tensor> out{dweight};
-  if (with_bias) {
-    at::Tensor dbias = at::empty({K}, x.options());
-    std::copy(dU.begin() + size, dU.begin() + size + K, dbias.data_ptr<float>());
-    out.push_back(dbias);
-  }
+  if (with_bias) out.push_back(part.bias(K, x.options()));
   return out;
 }
 
