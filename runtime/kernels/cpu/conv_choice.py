@@ -4,9 +4,9 @@ For each of the three passes (forward, input gradient, weight gradient) of a lay
 (batch, channels, size, kernel, stride, padding, bias, memory format) the candidates are
 oneDNN's convolution (through ATen) and cnnc's (``conv_fp32``): the direct convolution
 vectorized over output channels; for stride-1 3x3 and 5x5 layers, the direct convolution
-vectorized along output rows; for 3x3 stride-1 layers, Winograd F(2x2, 3x3) and F(4x4, 3x3). The first call of a geometry times them on
-synthetic tensors of that geometry, interleaved (``ROUNDS`` rounds after a warm-up call, the
-fastest of each), and takes cnnc's fastest only if it beats oneDNN's by ``MARGIN``. The
+vectorized along output rows; for 3x3 stride-1 layers, Winograd F(2x2, 3x3) and F(4x4,
+3x3). The first call of a geometry times them on synthetic tensors of that geometry,
+interleaved (``ROUNDS`` rounds after a warm-up call, the fastest of each), and takes cnnc's fastest only if it beats oneDNN's by ``MARGIN``. The
 choice is kept in memory and on disk (``$CNNC_CACHE_DIR/conv_fp32.json``, default
 ``~/.cache/cnnc/``) per CPU model, ISA level (cnnc's, ATen's and oneDNN's caps), thread
 count, torch version and kernel sources, so a later process reuses it and a changed kernel

@@ -246,10 +246,10 @@ struct Partials {
       for (int64_t j = 0; j < size + nb; ++j) out[j] += sums[t * (size + nb) + j];
     return out;
   }
-  at::Tensor bias(int64_t K, const at::TensorOptions& options) const {  // from total()
+  // The bias gradient's first K sums, from total()'s result.
+  at::Tensor bias(const Floats& totals, int64_t K, const at::TensorOptions& options) const {
     at::Tensor db = at::empty({K}, options);
-    const Floats all = total();
-    std::copy(all.begin() + size, all.begin() + size + K, db.data_ptr<float>());
+    std::copy(totals.begin() + size, totals.begin() + size + K, db.data_ptr<float>());
     return db;
   }
 };
@@ -448,7 +448,7 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
       for (int64_t j = 0; j < ci; ++j)
         for (int64_t o = 0; o < co; ++o) wa[o][j][r][c] = sums[((r * k + c) * ci + j) * cop + o];
   std::vector<at::Tensor> out{dweight};
-  if (with_bias) out.push_back(part.bias(co, x.options()));
+  if (with_bias) out.push_back(part.bias(sums, co, x.options()));
   return out;
 }
 

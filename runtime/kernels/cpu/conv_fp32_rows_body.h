@@ -258,6 +258,6 @@ std::vector<at::Tensor> rows_weight_grad(const at::Tensor& x, const at::Tensor& 
   at::Tensor dweight = at::empty({co, C, k, k}, x.options());
   std::copy(sums.begin(), sums.begin() + part.size, dweight.data_ptr<float>());
   std::vector<at::Tensor> result{dweight};
-  if (with_bias) result.push_back(part.bias(co, x.options()));
+  if (with_bias) result.push_back(part.bias(sums, co, x.options()));
   return result;
 }

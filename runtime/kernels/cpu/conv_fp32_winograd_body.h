@@ -87,8 +87,8 @@ struct F4 {
   }
 };
 
-// Tiles per block: V and M (n^2 planes each) fit in about 64 KiB, near L1 (measured with
-// F(2x2): 512 KiB blocks ran 1.3-1.5x slower at 16-32 channels).
+// Tiles per block: V and M (n^2 planes each) fit in F::kBlockKiB, measured: 64 KiB for
+// F(2x2) (512 KiB blocks ran 1.3-1.5x slower at 16-32 channels), 128 KiB for F(4x4).
 // The weight gradient's blocks take `scale` times that: its products sum over the tiles, so
 // a block's tiles are each product's inner loop (tiles of several images share a block).
 template <typename F>
@@ -421,9 +421,10 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
     if (filled > 0) flush();
   });
   at::Tensor dweight = at::empty({K, C, 3, 3}, x.options());
-  untransform_grads<F>(part.total(), C, K, cop, dweight);
+  const Floats sums = part.total();  // dU, then db
+  untransform_grads<F>(sums, C, K, cop, dweight);
   std::vector<at::Tensor> out{dweight};
-  if (with_bias) out.push_back(part.bias(K, x.options()));
+  if (with_bias) out.push_back(part.bias(sums, K, x.options()));
   return out;
 }
 
