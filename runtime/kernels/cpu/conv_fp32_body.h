@@ -184,15 +184,26 @@ void run_wgrad(const WGrad& g) {
 // buffer whose pixel (top, left) is the image's (0, 0); what falls outside is cropped.
 void pad_image(const float* src, int64_t sc, int64_t sh, int64_t sw, int64_t C, int64_t H,
                int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp, float* out) {
-  std::fill(out, out + Hp * Wp * C, 0.f);
   const int64_t h0 = std::max<int64_t>(0, -top), h1 = std::min(H, Hp - top);
   const int64_t w0 = std::max<int64_t>(0, -left), w1 = std::min(W, Wp - left);
-  if (h0 >= h1 || w0 >= w1) return;
-  if (sc == 1) {  // channels-last: rows of pixels of C floats
+  if (h0 >= h1 || w0 >= w1) {
+    std::fill(out, out + Hp * Wp * C, 0.f);
+    return;
+  }
+  // zeros only where no pixel is copied: the rows above and below, the columns either side
+  const int64_t r0 = h0 + top, r1 = h1 + top, c0 = w0 + left, c1 = w1 + left;
+  std::fill(out, out + r0 * Wp * C, 0.f);
+  std::fill(out + r1 * Wp * C, out + Hp * Wp * C, 0.f);
+  for (int64_t r = r0; r < r1; ++r) {
+    std::fill(out + r * Wp * C, out + (r * Wp + c0) * C, 0.f);
+    std::fill(out + (r * Wp + c1) * C, out + (r + 1) * Wp * C, 0.f);
+  }
+  if (sc == 1) {  // channels-last: rows of pixels of C floats, one copy per row when dense
+    const int64_t run = sw == C ? w1 - w0 : 1;
     for (int64_t h = h0; h < h1; ++h)
-      for (int64_t w = w0; w < w1; ++w)
+      for (int64_t w = w0; w < w1; w += run)
         std::memcpy(out + ((h + top) * Wp + w + left) * C, src + h * sh + w * sw,
-                    C * sizeof(float));
+                    run * C * sizeof(float));
     return;
   }
   for (int64_t c = 0; c < C; ++c)

@@ -25,7 +25,8 @@ namespace wino {
 // 1/2 -1/2 1/2; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1].
 struct F2 {
   static constexpr int m = 2, n = 4;
-  static constexpr int64_t kBlockKiB = 64;  // V and M of a block (see block_tiles)
+  static constexpr int64_t kBlockKiB = 64;   // V and M of a block (see block_tiles)
+  static constexpr int64_t kWGradKiB = 256;  // the weight gradient's
   static void input(const Vec* d, Vec* t) {  // B^T d
     t[0] = d[0] - d[2], t[1] = d[1] + d[2], t[2] = d[2] - d[1], t[3] = d[1] - d[3];
   }
@@ -52,7 +53,8 @@ struct F2 {
 // A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
 struct F4 {
   static constexpr int m = 4, n = 6;
-  static constexpr int64_t kBlockKiB = 128;
+  static constexpr int64_t kBlockKiB = 64;
+  static constexpr int64_t kWGradKiB = 512;
   static void input(const Vec* d, Vec* t) {
     const Vec four(4.f), two(2.f), five(5.f);
     const Vec a = d[4] - four * d[2], b = d[3] - four * d[1];
@@ -92,8 +94,8 @@ struct F4 {
 // The weight gradient's blocks take `scale` times that: its products sum over the tiles, so
 // a block's tiles are each product's inner loop (tiles of several images share a block).
 template <typename F>
-int64_t block_tiles(int64_t C, int64_t cop, int64_t tiles, int64_t scale = 1) {
-  const int64_t budget = scale * F::kBlockKiB * 1024 / 4;
+int64_t block_tiles(int64_t C, int64_t cop, int64_t tiles, bool wgrad = false) {
+  const int64_t budget = (wgrad ? F::kWGradKiB : F::kBlockKiB) * 1024 / 4;
   return std::min(tiles, std::max<int64_t>(8, budget / (F::n * F::n * (C + cop))));
 }
 
@@ -260,17 +262,33 @@ constexpr std::array<GemmRow, kMaxV + 1> gemm_table() {
 const std::array<std::array<GemmRow, kMaxV + 1>, 4> kGemm = {
     {gemm_table<0>(), gemm_table<16>(), gemm_table<32>(), gemm_table<64>()}};
 
-// M[nT][cop] = V[nT][C] U[C][cop] (one of the n^2 positions).
+// The register blocks of M[nT][cop] = V[nT][C] U[C][cop], one of the n^2 positions: worked
+// out once per block size (the divisions cost as much as a small product), run per position.
 // The tiles are split into near-equal blocks of at most the widest register block (28 tiles
 // as 14 + 14, not 16 + twelve of one: a one-tile block is one FMA chain, latency-bound).
-inline void gemm(const float* Vt, int64_t C, const float* U, int64_t cop, float* M, int64_t nT) {
-  const auto& table = kGemm[C == 16 ? 1 : C == 32 ? 2 : C == 64 ? 3 : 0];
-  split(cop / kWidth, kMaxV, [&](int64_t v0, int64_t nv) {
-    split(nT, max_block(static_cast<int>(nv)), [&](int64_t t0, int64_t P) {
-      table[nv][P](Vt, C, U, cop, M, t0, v0);
+struct GemmPlan {
+  struct Call {
+    GemmFn fn;
+    int64_t t0, v0;
+  };
+  std::vector<Call> calls;
+  int64_t nT = -1;
+
+  void plan(int64_t C, int64_t cop, int64_t tiles) {
+    if (tiles == nT) return;
+    const auto& table = kGemm[C == 16 ? 1 : C == 32 ? 2 : C == 64 ? 3 : 0];
+    calls.clear();
+    split(cop / kWidth, kMaxV, [&](int64_t v0, int64_t nv) {
+      split(tiles, max_block(static_cast<int>(nv)), [&](int64_t t0, int64_t P) {
+        calls.push_back({table[nv][P], t0, v0});
+      });
     });
-  });
-}
+    nT = tiles;
+  }
+  void run(const float* Vt, int64_t C, const float* U, int64_t cop, float* M) const {
+    for (const Call& c : calls) c.fn(Vt, C, U, cop, M, c.t0, c.v0);
+  }
+};
 
 // The tiles of an output of (oh, ow): TH x TW tiles of m x m, over a padded image of
 // (m TH + 2, m TW + 2) pixels.
@@ -304,7 +322,8 @@ void convolve(const at::Tensor& src, const Floats& U, const float* bias, int64_t
   const int64_t n = src.size(0), C = src.size(1), H = src.size(2), W = src.size(3);
   const int64_t oh = y.size(2), ow = y.size(3);
   const Tiles<F> tl(oh, ow);
-  const int64_t T = block_tiles<F>(C, cop, tl.count());
+  const int64_t most = block_tiles<F>(C, cop, tl.count());
+  const int64_t T = (tl.count() + (tl.count() + most - 1) / most - 1) / ((tl.count() + most - 1) / most);
   const auto xs = src.strides(), ys = y.strides();
   const float* xd = src.data_ptr<float>();
   float* yd = y.data_ptr<float>();
@@ -312,6 +331,7 @@ void convolve(const at::Tensor& src, const Floats& U, const float* bias, int64_t
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     Floats img(tl.Hp() * tl.Wp() * C), V(n2 * T * C), M(n2 * T * cop);
     Floats buf(direct ? 0 : oh * ow * cop);
+    GemmPlan gemms;
     for (int64_t i = begin; i < end; ++i) {
       pad_image(xd + i * xs[0], xs[1], xs[2], xs[3], C, H, W, p, p, tl.Hp(), tl.Wp(),
                 img.data());
@@ -320,8 +340,9 @@ void convolve(const at::Tensor& src, const Floats& U, const float* bias, int64_t
       for (int64_t t0 = 0; t0 < tl.count(); t0 += T) {
         const int64_t nT = std::min(T, tl.count() - t0);
         for (int64_t t = 0; t < nT; ++t) transform_input<F>(img.data(), tl, C, t0 + t, T, t, V.data());
+        gemms.plan(C, cop, nT);
         for (int64_t x = 0; x < n2; ++x)
-          gemm(V.data() + x * T * C, C, U.data() + x * C * cop, cop, M.data() + x * T * cop, nT);
+          gemms.run(V.data() + x * T * C, C, U.data() + x * C * cop, cop, M.data() + x * T * cop);
         for (int64_t t = 0; t < nT; ++t) {
           const int64_t a = tl.top(t0 + t), b = tl.left(t0 + t);
           const int64_t rows = std::min<int64_t>(F::m, oh - a);
@@ -383,7 +404,7 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
               "conv_fp32 winograd: the gradient's shape is the output's");
   const int64_t cop = round_up(K, kWidth);
   const Tiles<F> tl(oh, ow);
-  const int64_t T = block_tiles<F>(C, cop, n * tl.count(), 4);
+  const int64_t T = block_tiles<F>(C, cop, n * tl.count(), true);
   Partials part(n2 * C * cop, cop);  // dU, db
   const auto xs = x.strides(), es = dy.strides();
   const float* xd = x.data_ptr<float>();
