@@ -87,7 +87,7 @@ def for_training(
     passes: list[Pass] = []
     if cpu_kernels:
         passes += [_CPU_BATCHNORM, _CPU_POOL]
-        passes.append(("conv_kernels", conv_kernels) if bf16 else _CPU_CONV_FP32)
+        passes += [("conv_kernels", conv_kernels)] if bf16 else [_CPU_CONV_FP32, _CONV_SUMS]
         passes.append(("fast_dropout", fast_dropout))
     if exact:
         passes.append(_RELU_AFTER_MAXPOOL)
@@ -298,6 +298,35 @@ def conv_fp32(graph_module: fx.GraphModule) -> int:
     return _swap_convs(graph_module, Fp32Conv2d, eligible) if kernel_available() else 0
 
 
+def conv_output_sums(graph_module: fx.GraphModule) -> int:
+    """Give each fused batch norm whose input is an ``Fp32Conv2d``'s output (its only use)
+    the per-channel sums the convolution takes as it writes each image (``conv_with_sums``),
+    so the batch norm's statistics need no pass over the output of its own."""
+    from runtime.kernels.cpu.batchnorm import FusedBatchNorm2d
+    from runtime.kernels.cpu.conv_fp32 import Fp32Conv2d, conv_with_sums
+
+    graph = graph_module.graph
+    count = 0
+    for bn in list(graph.nodes):
+        if not isinstance(_module(graph_module, bn), FusedBatchNorm2d) or "sums" in bn.kwargs:
+            continue
+        conv = bn.args[0]
+        if not isinstance(conv, fx.Node) or len(conv.users) != 1 or len(conv.args) != 1:
+            continue
+        if type(_module(graph_module, conv)) is not Fp32Conv2d or conv.kwargs:
+            continue
+        with graph.inserting_before(conv):
+            module = graph.get_attr(str(conv.target))
+            pair = graph.call_function(conv_with_sums, (module, conv.args[0]))
+            output = graph.call_function(operator.getitem, (pair, 0))
+            sums = graph.call_function(operator.getitem, (pair, 1))
+        conv.replace_all_uses_with(output)
+        graph.erase_node(conv)
+        bn.kwargs = {**bn.kwargs, "sums": sums}
+        count += 1
+    return count
+
+
 def _swap_convs(
     graph_module: fx.GraphModule,
     kind: type[SharedConv2d],
@@ -410,4 +439,5 @@ __all__ = [
 _CPU_BATCHNORM: Pass = ("fused_batchnorm", fuse_batchnorm)
 _CPU_POOL: Pass = ("fused_relu_maxpool", fuse_relu_maxpool)
 _CPU_CONV_FP32: Pass = ("conv_fp32", conv_fp32)
+_CONV_SUMS: Pass = ("conv_output_sums", conv_output_sums)
 _RELU_AFTER_MAXPOOL: Pass = ("relu_after_maxpool", relu_after_maxpool)

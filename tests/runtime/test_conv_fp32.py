@@ -98,9 +98,14 @@ def test_passes_match_torch_in_float64(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x32, grad32, w32 = x.float().contiguous(memory_format=fmt), grad.float(), weight.float()
     grad32 = grad32.contiguous(memory_format=fmt)
-    out = cf.forward(x32, w32, bias.float(), stride, padding, a)
+    sums = torch.full((2, co), float("nan"), dtype=torch.float64)
+    out = cf.forward(x32, w32, bias.float(), stride, padding, a, sums)
     _close(out, y, tolerance)
     assert out.is_contiguous(memory_format=fmt)  # the input's memory format
+    # the output's per-channel sum and sum of squares, taken as it was written
+    for got, want in zip(sums, (out.double(), out.double().square()), strict=True):
+        scale = want.abs().sum((0, 2, 3))
+        assert ((got - want.sum((0, 2, 3))).abs() <= 1e-5 * scale).all()
     _close(cf.forward(x32, w32, None, stride, padding, a), y - bias.view(-1, 1, 1), tolerance)
     dx32 = cf.input_grad(grad32, w32, stride, padding, (size, size + 1), a)
     _close(dx32, dx, tolerance)
@@ -354,6 +359,46 @@ def test_rewritten_model_trains_like_the_original(level: str) -> None:
         outs.append([out, *(p.grad for p in net.parameters())])
     for got, want in zip(outs[1], outs[0], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+class _Block(nn.Module):
+    """conv-bn-relu, then conv-bn + the block's input, relu; and a conv with two users."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv3, self.bn3 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + x)
+        z = self.conv3(y)
+        return self.bn3(z) + z
+
+
+@pytest.mark.parametrize("forward", ["direct", "winograd_4x4", "onednn"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_batch_norms_take_their_statistics_from_the_convolution(
+    forward: Algorithm, channels_last: bool, level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _always(Choice(forward, "winograd_2x2", "direct"), monkeypatch)
+    torch.manual_seed(0)
+    model = _Block()
+    prepared, report = rewrites.for_training(
+        copy.deepcopy(model), exact=False, cpu_kernels=True, bf16=False
+    )
+    if cf.kernel_available():  # conv3's output has two users: it keeps its own pass
+        assert report.applied.get("conv_output_sums") == 2
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.randn(3, 8, 9, 10) + 0.5).contiguous(memory_format=fmt)
+    results = []
+    for net in (model, prepared):
+        out = net(x)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        buffers = [b.clone() for b in net.buffers()]
+        results.append([out, *(p.grad for p in net.parameters()), *buffers])
+    for got, want in zip(results[1], results[0], strict=True):  # Winograd, then normalized
+        torch.testing.assert_close(got, want, rtol=5e-4, atol=5e-4)
 
 
 def test_inference_rewrite_swaps_fp32_convolutions(level: str) -> None:

@@ -36,9 +36,10 @@ std::vector<at::Tensor> forward(const at::Tensor& input, const c10::optional<at:
                                 const c10::optional<at::Tensor>& running_mean,
                                 const c10::optional<at::Tensor>& running_var, bool training,
                                 double momentum, double eps, bool relu,
-                                const c10::optional<at::Tensor>& residual) {
+                                const c10::optional<at::Tensor>& residual,
+                                const c10::optional<at::Tensor>& sums) {
   return cnnc_kernel::bn_forward(input, weight, bias, running_mean, running_var, training,
-                       momentum, eps, relu, residual);
+                       momentum, eps, relu, residual, sums);
 }
 
 std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& input,
@@ -53,7 +54,12 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& i
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward,
-        "batch norm (+residual)(+ReLU): (y, mean, invstd, running mean, running var)");
+        "batch norm (+residual)(+ReLU): (y, mean, invstd, running mean, running var); "
+        "`sums`, the input's per-channel sum and sum of squares as (2, C) fp64, spares the "
+        "statistics pass",
+        py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("running_mean"),
+        py::arg("running_var"), py::arg("training"), py::arg("momentum"), py::arg("eps"),
+        py::arg("relu"), py::arg("residual") = py::none(), py::arg("sums") = py::none());
   m.def("backward", &backward,
         "its backward: (grad_input, grad_weight, grad_bias[, grad_residual])",
         py::arg("grad_out"), py::arg("input"), py::arg("weight"), py::arg("bias"),

@@ -315,9 +315,10 @@ class _EagerBatchNorm(torch.autograd.Function):
         bias: Tensor | None,
         stats: Stats,
         relu: bool,
+        sums: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         y, mean, invstd, new_mean, new_var = module.forward(  # type: ignore[attr-defined]
-            x, weight, bias, *stats, relu, residual
+            x, weight, bias, *stats, relu, residual, sums
         )
         saved = (x, weight, bias, mean, invstd, y if residual is not None else None)
         ctx.save_for_backward(*saved)  # type: ignore[arg-type]
@@ -336,7 +337,7 @@ class _EagerBatchNorm(torch.autograd.Function):
         dx, dw, db, *masked = module.backward(grad, x, weight, bias, mean, invstd,
                                               relu and y is None, training, y)  # fmt: skip
         grads = _param_grads(dw, db, weight, bias is not None)
-        return None, dx, masked[0] if masked else None, *grads, None, None
+        return None, dx, masked[0] if masked else None, *grads, None, None, None
 
 
 class FusedBatchNorm2d(nn.BatchNorm2d):
@@ -361,7 +362,12 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
         fused.train(bn.training)
         return fused
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, residual: Tensor | None = None, sums: Tensor | None = None
+    ) -> Tensor:
+        """``relu?(bn(x) [+ residual])``. ``sums``, x's per-channel sum and sum of squares
+        as (2, C) fp64 from the convolution that wrote x, spares the kernel reading x for
+        its statistics (eager CPU training only; elsewhere they are not needed)."""
         if x.dim() != 4 or (residual is not None and residual.shape != x.shape):
             out = super().forward(x)
             out = out if residual is None else out + residual
@@ -378,7 +384,7 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
         if module is not None:
             y, new_mean, new_var = _EagerBatchNorm.apply(
                 module, x, residual, self.weight, self.bias, stats,
-                self.relu or residual is not None,
+                self.relu or residual is not None, sums,
             )  # fmt: skip
         elif residual is not None:
             y, _, _, new_mean, new_var = batch_norm_add_relu(

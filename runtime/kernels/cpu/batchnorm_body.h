@@ -321,7 +321,8 @@ std::vector<at::Tensor> bn_forward(const at::Tensor& input, const c10::optional<
                                    const c10::optional<at::Tensor>& running_mean,
                                    const c10::optional<at::Tensor>& running_var, bool training,
                                    double momentum, double eps, bool relu,
-                                   const c10::optional<at::Tensor>& residual) {
+                                   const c10::optional<at::Tensor>& residual,
+                                   const c10::optional<at::Tensor>& sums) {
   TORCH_CHECK(input.dim() == 4 && input.device().is_cpu(), "batch_norm_relu: 4-D CPU input");
   const bool cl = is_channels_last(input);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -339,10 +340,19 @@ std::vector<at::Tensor> bn_forward(const at::Tensor& input, const c10::optional<
   at::Tensor new_var = has_running ? running_var->clone() : at::empty({0}, x.options().dtype(at::kFloat));
   if (training) {
     std::vector<double> s1, s2;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_stats", [&] {
-      reduce<scalar_t, false>(x.const_data_ptr<scalar_t>(), nullptr, nullptr, st, l, PassConsts{},
-                              false, s1, s2);
-    });
+    if (sums && sums->defined()) {  // taken by the producer of x (a convolution) as it wrote x
+      TORCH_CHECK(sums->scalar_type() == at::kDouble && sums->numel() == 2 * C &&
+                      sums->is_contiguous(),
+                  "batch_norm_relu: sums are a contiguous (2, C) fp64 tensor");
+      const double* s = sums->const_data_ptr<double>();
+      s1.assign(s, s + C);
+      s2.assign(s + C, s + 2 * C);
+    } else {
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_stats", [&] {
+        reduce<scalar_t, false>(x.const_data_ptr<scalar_t>(), nullptr, nullptr, st, l,
+                                PassConsts{}, false, s1, s2);
+      });
+    }
     const double unbias = M > 1 ? static_cast<double>(M) / (M - 1) : 1.0;
     for (int64_t c = 0; c < C; ++c) {
       mean[c] = s1[c] / M;

@@ -42,7 +42,8 @@
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &cnnc_kernel::fp32conv::forward,
         "conv2d(x, weight, bias, stride, padding) in fp32; y in x's memory format",
-        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("padding"));
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("padding"),
+        py::arg("sums") = py::none());
   m.def("input_grad", &cnnc_kernel::fp32conv::input_grad,
         "dx of conv2d(x, weight, stride, padding) for x of (H, W), from dy; in dy's format",
         py::arg("grad"), py::arg("weight"), py::arg("stride"), py::arg("padding"),
@@ -53,7 +54,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("padding"), py::arg("bias"));
   m.def("rows_forward", &cnnc_kernel::fp32conv::rows_forward,
         "stride-1 conv2d(x, weight, bias, padding), vectorized along output rows",
-        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("padding"));
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("padding"),
+        py::arg("sums") = py::none());
   m.def("rows_input_grad", &cnnc_kernel::fp32conv::rows_input_grad,
         "dx of a stride-1 conv2d, vectorized along rows, in dy's format", py::arg("grad"),
         py::arg("weight"), py::arg("padding"), py::arg("height"), py::arg("width"));
@@ -62,7 +64,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad"), py::arg("kernel"), py::arg("padding"), py::arg("bias"));
   m.def("winograd_forward", &cnnc_kernel::fp32conv::winograd_forward,
         "3x3 stride-1 conv2d(x, weight, bias, padding) by Winograd F(tile x tile, 3x3)",
-        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("padding"), py::arg("tile"));
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("padding"), py::arg("tile"),
+        py::arg("sums") = py::none());
   m.def("winograd_input_grad", &cnnc_kernel::fp32conv::winograd_input_grad,
         "dx of a 3x3 stride-1 conv2d by Winograd F(tile x tile, 3x3), in dy's format",
         py::arg("grad"), py::arg("weight"), py::arg("padding"), py::arg("height"),

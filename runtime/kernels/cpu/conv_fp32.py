@@ -76,16 +76,21 @@ def forward(
     stride: int,
     padding: int,
     algorithm: Algorithm = "direct",
+    sums: Tensor | None = None,
 ) -> Tensor:
-    """fp32 ``conv2d(x, weight, bias, stride, padding)``, in x's memory format."""
+    """fp32 ``conv2d(x, weight, bias, stride, padding)``, in x's memory format.
+
+    ``sums``, a (2, out channels) fp64 tensor, receives the output's per-channel sum and sum
+    of squares, taken image by image while each is in cache (a following batch norm's
+    statistics)."""
     module = _module()
     if algorithm in WINOGRAD_TILES:
         tile = WINOGRAD_TILES[algorithm]
-        result: Tensor = module.winograd_forward(x, weight, bias, padding, tile)  # type: ignore[attr-defined]
+        result: Tensor = module.winograd_forward(x, weight, bias, padding, tile, sums)  # type: ignore[attr-defined]
     elif algorithm == "direct_rows":
-        result = module.rows_forward(x, weight, bias, padding)  # type: ignore[attr-defined]
+        result = module.rows_forward(x, weight, bias, padding, sums)  # type: ignore[attr-defined]
     else:
-        result = module.forward(x, weight, bias, stride, padding)  # type: ignore[attr-defined]
+        result = module.forward(x, weight, bias, stride, padding, sums)  # type: ignore[attr-defined]
     return result
 
 
@@ -145,12 +150,13 @@ class _ConvFp32(torch.autograd.Function):
         bias: Tensor | None,
         conv: nn.Conv2d,
         choice: Choice,
+        sums: Tensor | None,
     ) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.conv, ctx.choice = conv, choice  # type: ignore[attr-defined]
         s, p = conv.stride[0], int(conv.padding[0])
         if choice.cnnc("forward"):
-            return forward(x, weight, bias, s, p, choice.forward)
+            return forward(x, weight, bias, s, p, choice.forward, sums)
         result: Tensor = torch.ops.aten.convolution(
             x, weight, bias, [s, s], [p, p], [1, 1], False, [0, 0], 1
         )
@@ -183,7 +189,7 @@ class _ConvFp32(torch.autograd.Function):
             grad_w, db = weight_grad(x, grad, k, s, p, needs_b and has_bias, choice.weight_grad)
             if db is not None:
                 grad_b = db
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 class Fp32Conv2d(SharedConv2d):
@@ -204,16 +210,30 @@ class Fp32Conv2d(SharedConv2d):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_sums(x, False)[0]
+
+    def forward_with_sums(self, x: Tensor, want_sums: bool = True) -> tuple[Tensor, Tensor | None]:
+        """The output and, where cnnc's kernel computed it and ``want_sums``, its per-channel
+        sum and sum of squares as a (2, out channels) fp64 tensor (else None): what a batch
+        norm right after needs, taken while each image's output was in cache."""
         if not self._kernel_applies(x):
-            return super().forward(x)
+            return super().forward(x), None
         choice = decide(Geometry.of(self, x))
         if not choice.any():
-            return super().forward(x)
+            return super().forward(x), None
+        sums = None
+        if want_sums and choice.cnnc("forward"):
+            sums = torch.empty((2, self.out_channels), dtype=torch.float64)
         grads = x.requires_grad or self.weight.requires_grad
         if torch.is_grad_enabled() and grads:
-            result: Tensor = _ConvFp32.apply(x, self.weight, self.bias, self, choice)
-            return result
+            result: Tensor = _ConvFp32.apply(x, self.weight, self.bias, self, choice, sums)
+            return result, sums
         if choice.cnnc("forward"):  # no autograd (evaluation): the forward kernel alone
             s, p = self.stride[0], int(self.padding[0])
-            return forward(x, self.weight, self.bias, s, p, choice.forward)
-        return super().forward(x)
+            return forward(x, self.weight, self.bias, s, p, choice.forward, sums), sums
+        return super().forward(x), None
+
+
+def conv_with_sums(conv: Fp32Conv2d, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``conv.forward_with_sums(x)``, as a function a torch.fx graph can call."""
+    return conv.forward_with_sums(x)

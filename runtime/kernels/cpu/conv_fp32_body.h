@@ -265,6 +265,85 @@ struct Partials {
   }
 };
 
+// Per-channel sums of a forward's output, sum y and sum y^2 (fp64), taken image by image
+// right after the image is written, while it is still in cache: a following batch norm's
+// statistics, which it would otherwise read the whole output again for. Each thread adds
+// into its own row; `finish` writes the totals into the caller's (2, K) fp64 tensor.
+class OutputSums {
+ public:
+  OutputSums(const c10::optional<at::Tensor>& out, int64_t K)
+      : out_(out && out->defined() ? *out : at::Tensor()), K_(K),
+        parts_(out_.defined() ? at::get_num_threads() * 2 * K : 0, 0.0) {
+    TORCH_CHECK(!out_.defined() || (out_.scalar_type() == at::kDouble && out_.numel() == 2 * K &&
+                                    out_.is_contiguous()),
+                "conv_fp32: the output sums are a contiguous (2, out channels) fp64 tensor");
+  }
+  bool wanted() const { return out_.defined(); }
+
+  // Adds image y (K channels of oh x ow, strides sc, sh, sw) to this thread's sums.
+  void add_image(const float* y, int64_t sc, int64_t sh, int64_t sw, int64_t oh, int64_t ow) {
+    if (!wanted()) return;
+    double* s = parts_.data() + at::get_thread_num() * 2 * K_;
+    if (sc == 1) {  // channels-last: vectors over channels, pixel by pixel
+      for (int64_t c0 = 0; c0 < K_; c0 += kWidth) {
+        const int64_t n = std::min<int64_t>(kWidth, K_ - c0);
+        for (int64_t h = 0; h < oh; ++h) {
+          Vec s1(0.f), s2(0.f);
+          for (int64_t w = 0; w < ow; ++w) {
+            const Vec v = Vec::loadu(y + h * sh + w * sw + c0, n);
+            s1 = s1 + v;
+            s2 = at::vec::fmadd(v, v, s2);
+          }
+          add(s1, s2, s + c0, n);
+        }
+      }
+      return;
+    }
+    for (int64_t c = 0; c < K_; ++c)  // NCHW planes: vectors along rows
+      for (int64_t h = 0; h < oh; ++h) {
+        Vec s1(0.f), s2(0.f);
+        const float* row = y + c * sc + h * sh;
+        for (int64_t w = 0; w < ow; w += kWidth) {
+          const int64_t n = std::min<int64_t>(kWidth, ow - w);
+          Vec v;
+          if (sw == 1) {
+            v = Vec::loadu(row + w, n);
+          } else {
+            float lanes[kWidth] = {};
+            for (int64_t j = 0; j < n; ++j) lanes[j] = row[(w + j) * sw];
+            v = Vec::loadu(lanes);
+          }
+          s1 = s1 + v;
+          s2 = at::vec::fmadd(v, v, s2);
+        }
+        float a[kWidth], b[kWidth];
+        s1.store(a);
+        s2.store(b);
+        for (int j = 0; j < kWidth; ++j) s[c] += a[j], s[K_ + c] += b[j];
+      }
+  }
+
+  void finish() {
+    if (!wanted()) return;
+    double* o = out_.data_ptr<double>();
+    std::fill(o, o + 2 * K_, 0.0);
+    for (size_t t = 0; t < parts_.size() / (2 * K_); ++t)
+      for (int64_t j = 0; j < 2 * K_; ++j) o[j] += parts_[t * 2 * K_ + j];
+  }
+
+ private:
+  void add(const Vec& s1, const Vec& s2, double* s, int64_t n) const {
+    float a[kWidth], b[kWidth];
+    s1.store(a);
+    s2.store(b);
+    for (int64_t j = 0; j < n; ++j) s[j] += a[j], s[K_ + j] += b[j];
+  }
+
+  at::Tensor out_;
+  int64_t K_;
+  std::vector<double> parts_;
+};
+
 // The bias as `n` floats (zeros past its channels), or empty without one.
 Floats bias_floats(const c10::optional<at::Tensor>& bias, int64_t channels, int64_t n) {
   if (!bias.has_value() || !bias->defined()) return {};
@@ -316,7 +395,8 @@ Floats pack_forward(const at::Tensor& weight, const Shape& g, int64_t cop) {
 // ---- the three passes -----------------------------------------------------------------
 
 at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
-                   const c10::optional<at::Tensor>& bias, int64_t stride, int64_t padding) {
+                   const c10::optional<at::Tensor>& bias, int64_t stride, int64_t padding,
+                   const c10::optional<at::Tensor>& sums) {
   const Shape g = shape_of(x, weight, stride, padding);
   const int64_t cop = round_up(g.co, kWidth);
   const Floats wp = pack_forward(weight.contiguous(), g, cop);
@@ -327,6 +407,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
   const float* xd = x.data_ptr<float>();
   float* yd = y.data_ptr<float>();
   const bool direct = ys[1] == 1 && cop == g.co;  // channels-last output, whole vectors
+  OutputSums out_sums(sums, g.co);
   at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
     Floats img(Hp * Wp * g.ci), buf(direct ? 0 : g.oh * g.ow * cop);
     for (int64_t n = begin; n < end; ++n) {
@@ -342,8 +423,10 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
       run_window(win);
       if (!direct) unpack_image(buf.data(), cop, g.co, g.oh, g.ow, yd + n * ys[0], ys[1],
                                 ys[2], ys[3]);
+      out_sums.add_image(yd + n * ys[0], ys[1], ys[2], ys[3], g.oh, g.ow);
     }
   });
+  out_sums.finish();
   return y;
 }
 

@@ -85,7 +85,7 @@ const auto kRow2 = row_table<2>(std::make_index_sequence<max_cob<2>() + 1>{});
 // y (n, co, oh, ow), allocated, = the stride-1 convolution of src (n, C, H, W) zero-padded by
 // p with weights packed [ci][kh][kw][co] and bias (co floats or nullptr).
 void convolve(const at::Tensor& src, const Floats& w, const float* bias, int64_t co, int64_t k,
-              int64_t p, at::Tensor& y) {
+              int64_t p, at::Tensor& y, OutputSums* sums = nullptr) {
   const int64_t n = src.size(0), C = src.size(1), H = src.size(2), W = src.size(3);
   const int64_t oh = y.size(2), ow = y.size(3);
   const Planes pl(C, oh - 1 + k, ow - 1 + k);
@@ -112,6 +112,7 @@ void convolve(const at::Tensor& src, const Floats& w, const float* bias, int64_t
           for (int64_t h = 0; h < oh; ++h)
             for (int64_t x = 0; x < ow; ++x)
               yd[i * ys[0] + c * ys[1] + h * ys[2] + x * ys[3]] = buf[(c * oh + h) * ow + x];
+      if (sums) sums->add_image(yd + i * ys[0], ys[1], ys[2], ys[3], oh, ow);
     }
   });
 }
@@ -190,13 +191,16 @@ bool rows_applies(int64_t k, int64_t stride, int64_t padding) {
 }
 
 at::Tensor rows_forward(const at::Tensor& x, const at::Tensor& weight,
-                        const c10::optional<at::Tensor>& bias, int64_t padding) {
+                        const c10::optional<at::Tensor>& bias, int64_t padding,
+                        const c10::optional<at::Tensor>& sums) {
   const Shape g = shape_of(x, weight, 1, padding);
   TORCH_CHECK(rows_applies(g.k, 1, padding), "conv_fp32 rows: 3x3 or 5x5, stride 1");
   const Floats w = rows::pack(weight.contiguous(), false);
   const Floats b = bias_floats(bias, g.co, g.co);
   at::Tensor y = empty_like_format(x, {g.n, g.co, g.oh, g.ow});
-  rows::convolve(x, w, data_or_null(b), g.co, g.k, padding, y);
+  OutputSums out_sums(sums, g.co);
+  rows::convolve(x, w, data_or_null(b), g.co, g.k, padding, y, &out_sums);
+  out_sums.finish();
   return y;
 }
 

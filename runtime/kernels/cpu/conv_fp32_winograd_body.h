@@ -317,7 +317,7 @@ void transform_input(const float* img, const Tiles<F>& tl, int64_t C, int64_t q,
 // by p, with filters U (transform_filters) and bias (cop floats or nullptr).
 template <typename F>
 void convolve(const at::Tensor& src, const Floats& U, const float* bias, int64_t K,
-              int64_t cop, int64_t p, at::Tensor& y) {
+              int64_t cop, int64_t p, at::Tensor& y, OutputSums* sums = nullptr) {
   constexpr int64_t n2 = F::n * F::n;
   const int64_t n = src.size(0), C = src.size(1), H = src.size(2), W = src.size(3);
   const int64_t oh = y.size(2), ow = y.size(3);
@@ -355,20 +355,24 @@ void convolve(const at::Tensor& src, const Floats& U, const float* bias, int64_t
         }
       }
       if (!direct) unpack_image(buf.data(), cop, K, oh, ow, yd + i * ys[0], ys[1], ys[2], ys[3]);
+      if (sums) sums->add_image(yd + i * ys[0], ys[1], ys[2], ys[3], oh, ow);
     }
   });
 }
 
 template <typename F>
 at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
-                   const c10::optional<at::Tensor>& bias, int64_t padding) {
+                   const c10::optional<at::Tensor>& bias, int64_t padding,
+                   const c10::optional<at::Tensor>& sums) {
   const Shape g = shape_of(x, weight, 1, padding);
   TORCH_CHECK(g.k == 3, "conv_fp32 winograd: 3x3 filters");
   const int64_t cop = round_up(g.co, kWidth);
   const Floats U = transform_filters<F>(weight.contiguous(), false, cop);
   const Floats bp = bias_floats(bias, g.co, cop);
   at::Tensor y = empty_like_format(x, {g.n, g.co, g.oh, g.ow});
-  convolve<F>(x, U, data_or_null(bp), g.co, cop, padding, y);
+  OutputSums out_sums(sums, g.co);
+  convolve<F>(x, U, data_or_null(bp), g.co, cop, padding, y, &out_sums);
+  out_sums.finish();
   return y;
 }
 
@@ -453,10 +457,11 @@ std::vector<at::Tensor> weight_grad(const at::Tensor& x, const at::Tensor& dy, i
 
 // The Python-facing calls: `tile` is the output tile, 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)).
 at::Tensor winograd_forward(const at::Tensor& x, const at::Tensor& weight,
-                            const c10::optional<at::Tensor>& bias, int64_t padding, int64_t tile) {
+                            const c10::optional<at::Tensor>& bias, int64_t padding, int64_t tile,
+                            const c10::optional<at::Tensor>& sums) {
   TORCH_CHECK(tile == 2 || tile == 4, "conv_fp32 winograd: tile 2 or 4");
-  return tile == 2 ? wino::forward<wino::F2>(x, weight, bias, padding)
-                   : wino::forward<wino::F4>(x, weight, bias, padding);
+  return tile == 2 ? wino::forward<wino::F2>(x, weight, bias, padding, sums)
+                   : wino::forward<wino::F4>(x, weight, bias, padding, sums);
 }
 
 at::Tensor winograd_input_grad(const at::Tensor& dy, const at::Tensor& weight, int64_t padding,
