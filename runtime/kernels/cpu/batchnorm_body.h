@@ -65,8 +65,8 @@ inline __attribute__((always_inline)) Vec summand(const T* x, const T* dy, const
 // U times, each copy with its own accumulators, so the adds do not wait on one another.
 // Returns where the full periods end.
 template <typename T, bool Backward, int P>
-int64_t sums_registers(const T* x, const T* dy, const T* m, int64_t len, const Consts& k,
-                       bool relu, float* s1, float* s2) {
+int64_t sums_registers(const T* x, const T* dy, const T* m, T* gout, int64_t len,
+                       const Consts& k, bool relu, float* s1, float* s2) {
   constexpr int U = P >= 4 ? 1 : 4 / P;
   Vec acc1[U * P], acc2[U * P], a[P], b[P];
   for (int q = 0; q < U * P; ++q) {
@@ -82,6 +82,7 @@ int64_t sums_registers(const T* x, const T* dy, const T* m, int64_t len, const C
   auto vec = [&](int64_t at, int q, int slot) __attribute__((always_inline)) {
     const Vec xv = vload(x + at);
     const Vec v = summand<T, Backward>(x, dy, m, at, xv, a[q], b[q], relu, kWidth);
+    if (gout) vstore(gout + at, v);
     acc1[slot] = acc1[slot] + v;
     acc2[slot] = at::vec::fmadd(v, xv, acc2[slot]);
   };
@@ -107,9 +108,10 @@ int64_t sums_registers(const T* x, const T* dy, const T* m, int64_t len, const C
   return i;
 }
 
-// Adds the stream's sums to s1 and s2 (one entry per element of a period).
+// Adds the stream's sums to s1 and s2 (one entry per element of a period). With `gout`
+// (the backward of a residual block's end), the masked gradient is also stored there.
 template <typename T, bool Backward>
-void stream_sums(const T* x, const T* dy, const T* m, int64_t len, const Layout& l,
+void stream_sums(const T* x, const T* dy, const T* m, T* gout, int64_t len, const Layout& l,
                  const Consts& k, bool relu, float* s1, float* s2) {
   int64_t i = 0;
   if constexpr (kVectorType<T>) {
@@ -122,14 +124,15 @@ void stream_sums(const T* x, const T* dy, const T* m, int64_t len, const Layout&
         b = Vec::loadu(k.b + q);
       }
       const Vec v = summand<T, Backward>(x, dy, m, at, xv, a, b, relu, n);
+      if (gout) vstore(gout + at, v, n);
       (Vec::loadu(s1 + q) + v).store(s1 + q);
       at::vec::fmadd(v, xv, Vec::loadu(s2 + q)).store(s2 + q);
     };
     switch (l.period / kWidth) {
-      case 1: i = sums_registers<T, Backward, 1>(x, dy, m, len, k, relu, s1, s2); break;
-      case 2: i = sums_registers<T, Backward, 2>(x, dy, m, len, k, relu, s1, s2); break;
-      case 3: i = sums_registers<T, Backward, 3>(x, dy, m, len, k, relu, s1, s2); break;
-      case 4: i = sums_registers<T, Backward, 4>(x, dy, m, len, k, relu, s1, s2); break;
+      case 1: i = sums_registers<T, Backward, 1>(x, dy, m, gout, len, k, relu, s1, s2); break;
+      case 2: i = sums_registers<T, Backward, 2>(x, dy, m, gout, len, k, relu, s1, s2); break;
+      case 3: i = sums_registers<T, Backward, 3>(x, dy, m, gout, len, k, relu, s1, s2); break;
+      case 4: i = sums_registers<T, Backward, 4>(x, dy, m, gout, len, k, relu, s1, s2); break;
       default:
         for (; i + l.period <= len; i += l.period) {
           for (int64_t q = 0; q < l.period; q += kWidth) vec(i + q, q, kWidth);
@@ -148,6 +151,7 @@ void stream_sums(const T* x, const T* dy, const T* m, int64_t len, const Layout&
       if (m ? !(static_cast<float>(m[i]) > 0.f) : relu && !(std::fma(k.a[e], xv, k.b[e]) > 0.f)) {
         v = 0.f;
       }
+      if (gout) gout[i] = static_cast<T>(v);
     }
     s1[e] += v;
     s2[e] += v * xv;
@@ -249,7 +253,7 @@ struct Streams {
 
 // Per-channel fp64 sums over all streams.
 template <typename T, bool Backward>
-void reduce(const T* x, const T* dy, const T* m, const Streams& st, const Layout& l,
+void reduce(const T* x, const T* dy, const T* m, T* gout, const Streams& st, const Layout& l,
             const PassConsts& pc, bool relu, std::vector<double>& t1, std::vector<double>& t2) {
   const int threads = at::get_num_threads();
   std::vector<double> p1(static_cast<size_t>(threads) * st.C, 0.0), p2(p1.size(), 0.0);
@@ -265,7 +269,8 @@ void reduce(const T* x, const T* dy, const T* m, const Streams& st, const Layout
       const int64_t len = st.channels_last ? std::min(chunk, st.length - start) : st.length;
       const int64_t set = st.set(j);
       stream_sums<T, Backward>(x + start, dy ? dy + start : nullptr, m ? m + start : nullptr,
-                               len, l, pc.at(set), relu, s1.data(), s2.data());
+                               gout ? gout + start : nullptr, len, l, pc.at(set), relu,
+                               s1.data(), s2.data());
       for (int64_t e = 0; e < l.period; ++e) {
         const int64_t c = st.channels_last ? l.chan[e] : set;
         p1[tid * st.C + c] += s1[e];
@@ -349,7 +354,7 @@ std::vector<at::Tensor> bn_forward(const at::Tensor& input, const c10::optional<
       s2.assign(s + C, s + 2 * C);
     } else {
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_stats", [&] {
-        reduce<scalar_t, false>(x.const_data_ptr<scalar_t>(), nullptr, nullptr, st, l,
+        reduce<scalar_t, false>(x.const_data_ptr<scalar_t>(), nullptr, nullptr, nullptr, st, l,
                                 PassConsts{}, false, s1, s2);
       });
     }
@@ -424,7 +429,8 @@ std::vector<at::Tensor> bn_backward(const at::Tensor& grad_out, const at::Tensor
   const PassConsts mask = spread_all(l, cl, C, {&a, &b});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_bwd_sums", [&] {
     reduce<scalar_t, true>(x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
-                           has_output ? y.const_data_ptr<scalar_t>() : nullptr, st, l, mask,
+                           has_output ? y.const_data_ptr<scalar_t>() : nullptr,
+                           has_output ? g.mutable_data_ptr<scalar_t>() : nullptr, st, l, mask,
                            relu, s_dy, s_dyx);
   });
   at::Tensor grad_weight = at::empty({C}, x.options().dtype(at::kFloat));
@@ -446,10 +452,12 @@ std::vector<at::Tensor> bn_backward(const at::Tensor& grad_out, const at::Tensor
   const PassConsts pc = spread_all(l, cl, C, {&a, &b, &ga, &gk, &gd});
   at::Tensor dx = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "bn_bwd_apply", [&] {
-    apply<scalar_t, true>(x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
-                          has_output ? y.const_data_ptr<scalar_t>() : nullptr,
-                          has_output ? g.mutable_data_ptr<scalar_t>() : nullptr,
-                          dx.mutable_data_ptr<scalar_t>(), st, l, pc, relu);
+    // at a residual block's end the sums pass stored the masked gradient g: read it instead
+    // of dy and y
+    apply<scalar_t, true>(x.const_data_ptr<scalar_t>(),
+                          has_output ? g.const_data_ptr<scalar_t>() : dy.const_data_ptr<scalar_t>(),
+                          nullptr, nullptr, dx.mutable_data_ptr<scalar_t>(), st, l, pc,
+                          relu && !has_output);
   });
   if (has_output) return {dx, grad_weight, grad_bias, g};
   return {dx, grad_weight, grad_bias};
