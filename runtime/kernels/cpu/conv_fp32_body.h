@@ -299,28 +299,31 @@ class OutputSums {
       }
       return;
     }
-    for (int64_t c = 0; c < K_; ++c)  // NCHW planes: vectors along rows
-      for (int64_t h = 0; h < oh; ++h) {
+    for (int64_t c = 0; c < K_; ++c) {  // NCHW planes: vectors along rows, kRows at a time
+      for (int64_t h0 = 0; h0 < oh; h0 += kRows) {
         Vec s1(0.f), s2(0.f);
-        const float* row = y + c * sc + h * sh;
-        for (int64_t w = 0; w < ow; w += kWidth) {
-          const int64_t n = std::min<int64_t>(kWidth, ow - w);
-          Vec v;
-          if (sw == 1) {
-            v = Vec::loadu(row + w, n);
-          } else {
-            float lanes[kWidth] = {};
-            for (int64_t j = 0; j < n; ++j) lanes[j] = row[(w + j) * sw];
-            v = Vec::loadu(lanes);
+        for (int64_t h = h0; h < std::min(oh, h0 + kRows); ++h) {
+          const float* row = y + c * sc + h * sh;
+          for (int64_t w = 0; w < ow; w += kWidth) {
+            const int64_t n = std::min<int64_t>(kWidth, ow - w);
+            Vec v;
+            if (sw == 1) {
+              v = Vec::loadu(row + w, n);
+            } else {
+              float lanes[kWidth] = {};
+              for (int64_t j = 0; j < n; ++j) lanes[j] = row[(w + j) * sw];
+              v = Vec::loadu(lanes);
+            }
+            s1 = s1 + v;
+            s2 = at::vec::fmadd(v, v, s2);
           }
-          s1 = s1 + v;
-          s2 = at::vec::fmadd(v, v, s2);
         }
         float a[kWidth], b[kWidth];
         s1.store(a);
         s2.store(b);
         for (int j = 0; j < kWidth; ++j) s[c] += a[j], s[K_ + c] += b[j];
       }
+    }
   }
 
   void finish() {
@@ -332,6 +335,8 @@ class OutputSums {
   }
 
  private:
+  static constexpr int64_t kRows = 64;  // rows of a plane summed in fp32 before fp64
+
   void add(const Vec& s1, const Vec& s2, double* s, int64_t n) const {
     float a[kWidth], b[kWidth];
     s1.store(a);
