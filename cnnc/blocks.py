@@ -1,10 +1,11 @@
 """Reusable blocks: static checks of their definitions, argument binding and substitution.
 
-A block body is raw spec data in which a string ``$name`` stands for an argument. The
+A block body is raw spec data in which a string ``$name`` stands for an argument, and a
+string such as ``$planes * 4`` for a size expression over them (``cnnc.expressions``). The
 built-in ``$channels`` is the channel count of the block's input, known only during shape
 inference, which is why bodies are substituted and validated per use by the traversal
-(``cnnc.graph``). Here: references that resolve nowhere, blocks that use themselves, and
-argument lists that do not match the definition.
+(``cnnc.graph``). Here: references that resolve nowhere, expressions outside the grammar,
+blocks that use themselves, and argument lists that do not match the definition.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from cnnc import expressions
 from cnnc.errors import Problem, SpecPath, did_you_mean, dotted, suggest
 from cnnc.source import SourceMap
 from cnnc.spec import ARG_TYPES, BlockDef, BlockUse
@@ -45,14 +47,25 @@ def check_definitions(definitions: Mapping[str, BlockDef], source: SourceMap) ->
         base: SpecPath = ("blocks", name, "layers")
         known = [*block.args, *BUILTINS]
         for value, path in walk(block.layers, base):
-            ref = reference(value)
-            if ref is not None and ref not in known:
+            refs = [reference(value)]
+            if expressions.is_expression(value):
+                try:
+                    refs = list(dict.fromkeys(expressions.parse(value).references()))
+                except expressions.ExpressionError as exc:
+                    problems.append(
+                        Problem(str(exc), source.locate(path), dotted(path), hint=_GRAMMAR)
+                    )
+                    continue
+            for ref in refs:
+                if ref is None or ref in known:
+                    continue
                 best = suggest(ref, known)
+                declared = ", ".join("$" + k for k in block.args) or "none"
                 problems.append(
                     Problem(
                         f"unknown reference '${ref}' in block '{name}'."
                         + (f" Did you mean '${best}'?" if best else "")
-                        + f" Declared arguments: {', '.join('$' + k for k in block.args) or 'none'};"
+                        + f" Declared arguments: {declared};"
                         f" built-in: $channels ({BUILTINS['channels']})",
                         source.locate(path),
                         dotted(path),
@@ -158,13 +171,36 @@ def bind(block: BlockDef, use: BlockUse, channels: int) -> dict[str, Any]:
     return {**block.defaults(), **use.args, "channels": channels}
 
 
-def substitute(value: Any, bindings: dict[str, Any]) -> Any:
-    """A copy of raw data with each ``$name`` replaced by its bound value."""
+_GRAMMAR = (
+    "a size expression combines $arguments, $channels and whole numbers with + - * // / % "
+    "and parentheses, min(...), max(...) and make_divisible(x, d); see docs/spec.md"
+)
+
+
+class ExpressionProblem(Exception):
+    """A size expression that failed while a block use was substituted, and where it is."""
+
+    def __init__(self, path: SpecPath, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+        self.hint = "check the values the use passes (the note says where it is)"
+
+
+def substitute(value: Any, bindings: dict[str, Any], path: SpecPath = ()) -> Any:
+    """A copy of raw data with each ``$name`` replaced by its bound value and each size
+    expression by its value (``ExpressionProblem``, with the path under ``value``, if it
+    fails)."""
     ref = reference(value)
     if ref is not None:
         return bindings.get(ref, value)
+    if expressions.is_expression(value):
+        try:
+            return expressions.evaluate(value, bindings)
+        except expressions.ExpressionError as exc:
+            raise ExpressionProblem(path, str(exc)) from None
     if isinstance(value, dict):
-        return {key: substitute(child, bindings) for key, child in value.items()}
+        return {key: substitute(child, bindings, (*path, key)) for key, child in value.items()}
     if isinstance(value, list):
-        return [substitute(child, bindings) for child in value]
+        return [substitute(child, bindings, (*path, i)) for i, child in enumerate(value)]
     return value

@@ -94,12 +94,19 @@ class Inference:
         problems = blocks.check_use(definition, use, site.path, self.source)
         if problems:
             raise SpecError(_with_notes(problems, site.via))
-        raw = blocks.substitute(definition.layers, blocks.bind(definition, use, x[0]))
         base: SpecPath = ("blocks", use.type, "layers")
         via = (
             *site.via,
             f"in block '{use.type}' used at {self.source.locate(site.path)} ({dotted(site.path)})",
         )
+        try:
+            raw = blocks.substitute(definition.layers, blocks.bind(definition, use, x[0]))
+        except blocks.ExpressionProblem as exc:
+            where = (*base, *exc.path)
+            problem = Problem(
+                exc.message, self.source.locate(where), dotted(where), hint=exc.hint, notes=via
+            )
+            raise SpecError([problem]) from None
         try:
             layers = _LAYERS.validate_python(raw, context=self.context)
         except ValidationError as exc:

@@ -223,3 +223,44 @@ def test_first_without_repeat_is_an_error() -> None:
                 "layers": [{"type": "linear", "out_features": 4, "first": {"out_features": 2}}],
             }
         )
+
+
+REFERENCES = """
+name: refs
+input: [8, 8, 8]
+blocks:
+  unit:
+    args: {act: relu, short: list, out: 8}
+    layers:
+      - type: residual
+        body:
+          - {type: conv2d, out_channels: $out, kernel_size: 3, padding: 1}
+          - {type: $act}
+          - $act
+        shortcut: $short
+  two:
+    args: {b: list}
+    layers:
+      - type: concat
+        branches: [[identity], $b]
+layers:
+  - {type: unit, act: gelu, short: [{type: conv2d, out_channels: 8, kernel_size: 1}]}
+  - {type: two, b: [{type: conv2d, out_channels: 4, kernel_size: 1}, relu]}
+"""
+
+
+def test_references_stand_for_types_layers_and_lists() -> None:
+    """``$name`` as a layer's type, as a whole layer, as a shortcut and as a branch (the
+    places docs/spec.md names)."""
+    compiled = cnnc.compile_spec(REFERENCES)
+    tags = [(n.qualname, n.tag) for n in compiled.graph.leaves()]
+    assert tags == [
+        ("unit1.conv1", "conv2d"),
+        ("unit1.gelu1", "gelu"),
+        ("unit1.gelu2", "gelu"),
+        ("unit1.shortcut.conv1", "conv2d"),
+        ("two1.branch1.identity", "identity"),
+        ("two1.branch2.conv1", "conv2d"),
+        ("two1.branch2.relu", "relu"),
+    ]
+    assert compiled.graph.output_shape == (12, 8, 8)
