@@ -10,14 +10,15 @@ from collections import OrderedDict
 
 from torch import nn
 
+from cnnc import modules
 from cnnc.graph import Graph, Node
 from cnnc.layers.base import ModuleCall
-from cnnc.modules import Branches, Network, Residual
+from cnnc.modules import Branches, Network, Residual, Split
 
 
 def instantiate(call: ModuleCall) -> nn.Module:
-    """``nn.<cls>(*args, **kwargs)`` for a leaf's module call."""
-    cls = getattr(nn, call.cls)
+    """``nn.<cls>(*args, **kwargs)`` for a leaf's module call (``cnnc.modules``' when local)."""
+    cls = getattr(modules if call.local else nn, call.cls)
     module: nn.Module = cls(*call.args, **call.kwargs)
     return module
 
@@ -39,6 +40,8 @@ def build_node(node: Node) -> nn.Module:
             shortcut=_named(node.part("shortcut")) or None,
             after=_named(node.part("after")) or None,
         )
+    if node.kind == "merge" and node.op == "split":  # each branch's input is its slice
+        return Split(tuple(child.in_shape[0] for child in node.children), **_named(node.children))
     if node.kind == "merge":
         assert node.op is not None
         return Branches(node.op, **_named(node.children))

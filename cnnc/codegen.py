@@ -61,16 +61,21 @@ def generate(graph: Graph, *, source: str | None = None, params: int | None = No
     helpers = []
     if "residual" in kinds:
         helpers.append(_container_source("Residual"))
-    if "merge" in kinds:
+    if any(n.kind == "merge" and n.op != "split" for n in nodes):
         helpers.append(_container_source("Branches"))
+    if any(n.op == "split" for n in nodes):
+        helpers.append(_container_source("Split"))
+    local = [n.layer.module_call(n.in_shape).cls for n in nodes if n.layer and n.layer.local_class]
+    helpers += [_container_source(name) for name in dict.fromkeys(local)]
     body = _class_source(graph, cls)
     text = "\n".join(header) + "\n" + "".join(f"\n{h}\n" for h in helpers) + "\n" + body
     return text
 
 
 def _container_source(name: str) -> str:
-    """The source of a container class of ``cnnc.modules``, to copy verbatim."""
-    from cnnc import modules  # loads torch: only specs with residuals or merges need it
+    """The source of a class of ``cnnc.modules`` (a container or a local layer), to copy
+    verbatim."""
+    from cnnc import modules  # loads torch: only specs that use one of its classes need it
 
     return inspect.getsource(getattr(modules, name))
 
@@ -113,6 +118,11 @@ def _expr(node: Node, depth: int) -> str:
         ]
         args = [f"{key}=" + _dict(children, depth + 1) for key, children in parts if children]
         return _wrap("Residual(", args, ")", depth)
+    if node.kind == "merge" and node.op == "split":
+        args = [repr(tuple(child.in_shape[0] for child in node.children))] + [
+            f"{child.name}={_expr(child, depth + 1)}" for child in node.children
+        ]
+        return _wrap("Split(", args, ")", depth, [None, *node.children])
     if node.kind == "merge":
         args = [repr(node.op)] + [
             f"{child.name}={_expr(child, depth + 1)}" for child in node.children
@@ -160,7 +170,7 @@ def _is_named_sequence(node: Node) -> bool:
 def _call(call: ModuleCall) -> str:
     args = [_literal(a) for a in call.args]
     args += [f"{key}={_literal(value)}" for key, value in call.kwargs.items()]
-    return f"nn.{call.cls}({', '.join(args)})"
+    return f"{'' if call.local else 'nn.'}{call.cls}({', '.join(args)})"
 
 
 def _literal(value: Any) -> str:

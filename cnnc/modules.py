@@ -77,3 +77,51 @@ class Branches(nn.Module):
 
     def extra_repr(self) -> str:
         return f"op={self.op!r}"
+
+
+class Split(nn.Module):
+    """Splits the channels into consecutive slices of ``sizes``, runs each branch on its own
+    slice, and concatenates the results on the channel axis (ShuffleNetV2's channel split)."""
+
+    def __init__(self, sizes: tuple[int, ...], **branches: nn.Module) -> None:
+        super().__init__()
+        self.sizes = tuple(sizes)
+        for name, module in branches.items():
+            self.add_module(name, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(x, list(self.sizes), dim=1)
+        outs = [branch(part) for branch, part in zip(self.children(), parts, strict=True)]
+        return torch.cat(outs, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}"
+
+
+class Permute(nn.Module):
+    """``x.permute(*dims)``; ``dims`` count the batch axis, which stays first (torchvision's
+    ``Permute``, as ConvNeXt uses it)."""
+
+    def __init__(self, dims: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dims = tuple(dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
+class Reshape(nn.Module):
+    """``x.reshape(batch, *shape)``: a new per-sample shape (one size may be -1)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"

@@ -20,12 +20,16 @@ __all__ = [
     "ShapeProblem",
     "Window",
     "broadcast",
+    "channel_groups",
     "check_windows",
     "flatten",
     "fmt",
     "numel",
     "pair",
+    "permute",
+    "reshape",
     "same_padding",
+    "unflatten",
     "windows",
 ]
 
@@ -119,3 +123,70 @@ def flatten(shape: Shape, start_dim: int, end_dim: int) -> Shape:
     dims = (0, *shape)
     merged = prod(dims[start : end + 1])
     return (*dims[1:start], merged, *dims[end + 1 :])
+
+
+def permute(shape: Shape, dims: tuple[int, ...]) -> Shape:
+    """torch.permute on a batched tensor of sample shape ``shape``; ``dims`` count the batch
+    axis, which must stay first."""
+    rank = len(shape) + 1
+    if sorted(dims) != list(range(rank)):
+        raise ShapeProblem(
+            f"dims {list(dims)} is not an order of the {rank} axes 0..{rank - 1} of a "
+            f"{rank}-D input {fmt(shape, batch=True)}",
+            hint=f"list every axis once, the batch axis 0 first, e.g. {[0, *range(2, rank), 1]}",
+        )
+    if dims[0] != 0:
+        raise ShapeProblem(
+            f"dims {list(dims)} moves the batch axis; it must stay first",
+            hint="start dims with 0 and order the other axes",
+        )
+    dims_of = (0, *shape)
+    return tuple(dims_of[d] for d in dims[1:])
+
+
+def _infer_one(sizes: tuple[int, ...], total: int, what: str) -> Shape:
+    """``sizes`` with its one -1 (if any) replaced so their product is ``total``."""
+    unknown = [i for i, size in enumerate(sizes) if size == -1]
+    if len(unknown) > 1 or any(size < 1 and size != -1 for size in sizes):
+        raise ShapeProblem(
+            f"{what} {list(sizes)} may hold one -1 (inferred) and positive sizes only",
+            hint="write every size but one, and -1 for that one",
+        )
+    known = prod(size for size in sizes if size != -1)
+    if unknown and total % known == 0:
+        return tuple(total // known if size == -1 else size for size in sizes)
+    if not unknown and known == total:
+        return sizes
+    product = " x ".join(str(size) for size in sizes)
+    raise ShapeProblem(
+        f"{what} {list(sizes)} does not hold the {total} elements it reshapes "
+        + (f"({total} is not a multiple of {known})" if unknown else f"({product} = {known})"),
+        hint=f"choose sizes whose product is {total}",
+    )
+
+
+def reshape(shape: Shape, target: tuple[int, ...]) -> Shape:
+    """A new sample shape for the same elements; one size may be -1 (inferred)."""
+    return _infer_one(target, numel(shape), "shape")
+
+
+def unflatten(shape: Shape, dim: int, sizes: tuple[int, ...]) -> Shape:
+    """torch.unflatten of axis ``dim`` (counting the batch axis) into ``sizes``."""
+    rank = len(shape) + 1
+    if not -rank <= dim < rank or dim % rank == 0:
+        raise ShapeProblem(
+            f"dim={dim} is not an axis after the batch axis of a {rank}-D input "
+            f"{fmt(shape, batch=True)}",
+            hint=f"use 1..{rank - 1} (or -1 for the last axis)",
+        )
+    axis = dim % rank - 1
+    return (*shape[:axis], *_infer_one(sizes, shape[axis], "unflattened_size"), *shape[axis + 1 :])
+
+
+def channel_groups(shape: Shape, groups: int, what: str) -> None:
+    """Check that ``groups`` divides the channels of ``shape`` (a ShapeProblem if not)."""
+    if shape[0] % groups:
+        raise ShapeProblem(
+            f"{what} needs groups={groups} to divide the {shape[0]} channels of {fmt(shape)}",
+            hint=f"choose groups among the divisors of {shape[0]}",
+        )

@@ -264,3 +264,32 @@ def test_references_stand_for_types_layers_and_lists() -> None:
         ("two1.branch2.relu", "relu"),
     ]
     assert compiled.graph.output_shape == (12, 8, 8)
+
+
+SHUFFLE_UNIT = """
+name: shuffle_unit
+input: [8, 6, 6]
+layers:
+  - type: split                              # ShuffleNetV2's unit, stride 1
+    branches:
+      - [identity]
+      - [{type: conv2d, out_channels: 4, kernel_size: 1, bias: false}, relu,
+         {type: conv2d, out_channels: 4, kernel_size: 3, padding: 1, groups: depthwise}]
+  - {type: channel_shuffle, groups: 2}
+  - {type: permute, dims: [0, 2, 3, 1]}
+  - {type: reshape, shape: [36, -1]}
+  - {type: unflatten, dim: 1, unflattened_size: [6, 6]}
+"""
+
+
+def test_split_shuffle_and_rearranging_match_torch() -> None:
+    """The split gives each branch its own slice and concatenates; then torch's own ops."""
+    torch.manual_seed(0)
+    model = cnnc.build(SHUFFLE_UNIT)
+    x = torch.randn(2, 8, 6, 6)
+    left, right = x.chunk(2, dim=1)
+    branch = model.split.branch2
+    y = torch.cat([left, branch.conv2(torch.relu(branch.conv1(right)))], dim=1)
+    y = nn.functional.channel_shuffle(y, 2).permute(0, 2, 3, 1).reshape(2, 36, -1)
+    torch.testing.assert_close(model(x), y.unflatten(1, (6, 6)))
+    assert model.split.sizes == (4, 4)

@@ -258,3 +258,54 @@ def test_inplace_layer_on_a_shared_input_is_refused(tmp_path: Path, body: str) -
     text = HEAD + f"  - type: residual\n    body: {body}\n"
     (error,) = errors_of(tmp_path, text, cnnc.SpecError)
     assert "relu with inplace: true would overwrite the input that the shortcut also reads" in error
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (
+            "{type: split, sizes: [2, 3], branches: [[identity], [relu]]}",
+            "split 'split': sizes [2, 3] (2 slices, 2 + 3 = 5 channels) must give each of the 2 "
+            "branches a slice and add up to the 3 input channels of (3, 32, 32)\n"
+            "  hint: use 2 sizes that add up to 3, or leave sizes out for equal slices",
+        ),
+        (
+            "{type: split, branches: [[identity], [relu]]}",
+            "split 'split': 2 equal slices need the 3 input channels of (3, 32, 32) to be a "
+            "multiple of 2\n  hint: give the slices' sizes: 'sizes: [a, b, ...]' adding up to "
+            "the channels",
+        ),
+        (
+            "{type: permute, dims: [1, 0, 2, 3]}",
+            "permute 'permute': dims [1, 0, 2, 3] moves the batch axis; it must stay first\n"
+            "  note: input: (B, 3, 32, 32)\n  hint: start dims with 0 and order the other axes",
+        ),
+        (
+            "{type: permute, dims: [0, 2, 1]}",
+            "permute 'permute': dims [0, 2, 1] is not an order of the 4 axes 0..3 of a 4-D input "
+            "(B, 3, 32, 32)\n  note: input: (B, 3, 32, 32)\n  hint: list every axis once, the "
+            "batch axis 0 first, e.g. [0, 2, 3, 1]",
+        ),
+        (
+            "{type: reshape, shape: [-1, 7]}",
+            "reshape 'reshape': shape [-1, 7] does not hold the 3072 elements it reshapes (3072 "
+            "is not a multiple of 7)\n  note: input: (B, 3, 32, 32)\n  hint: choose sizes whose "
+            "product is 3072",
+        ),
+        (
+            "{type: unflatten, dim: 0, unflattened_size: [3, 1]}",
+            "unflatten 'unflatten': dim=0 is not an axis after the batch axis of a 4-D input "
+            "(B, 3, 32, 32)\n  note: input: (B, 3, 32, 32)\n  hint: use 1..3 (or -1 for the "
+            "last axis)",
+        ),
+        (
+            "{type: channel_shuffle, groups: 2}",
+            "channel_shuffle 'shuffle': channel_shuffle needs groups=2 to divide the 3 channels "
+            "of (3, 32, 32)\n  note: input: (B, 3, 32, 32)\n  hint: choose groups among the "
+            "divisors of 3",
+        ),
+    ],
+)
+def test_rearranging_layers_say_what_does_not_fit(tmp_path: Path, layer: str, message: str) -> None:
+    (error,) = errors_of(tmp_path, HEAD + f"  - {layer}\n", cnnc.ShapeError)
+    assert error == "net.yaml:4:5: layers[0]: " + message

@@ -12,6 +12,7 @@ import torch
 from pydantic import BaseModel
 
 import cnnc
+from cnnc import modules
 from cnnc.builder import instantiate
 from cnnc.codegen import _call
 from cnnc.layers.base import REGISTRY, Composite, Example, Layer, register
@@ -53,7 +54,8 @@ def test_module_call_renders_to_the_same_module(tag: str, index: int, example: E
     assert isinstance(layer, Layer)
     call = layer.module_call(example.input)
     built = instantiate(call)
-    rendered = eval(_call(call), {"nn": torch.nn})  # our own rendering, never spec text
+    namespace = {"nn": torch.nn, **vars(modules)}  # cnnc.modules' classes, as codegen copies
+    rendered = eval(_call(call), namespace)  # our own rendering, never spec text
     assert repr(rendered) == repr(built)
     assert {k: v.shape for k, v in rendered.state_dict().items()} == {
         k: v.shape for k, v in built.state_dict().items()

@@ -39,12 +39,14 @@ class ModuleCall:
     """The torch constructor a layer becomes: ``nn.<cls>(*args, **kwargs)``.
 
     The builder instantiates it and codegen prints it, so both always agree. Arguments are
-    plain literals (int, float, bool, str, None and tuples of them).
+    plain literals (int, float, bool, str, None and tuples of them). ``local`` names a class
+    of ``cnnc.modules`` (which codegen copies into the generated file) instead of torch.nn's.
     """
 
     cls: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    local: bool = False
 
 
 class LayerSpec(BaseModel):
@@ -81,7 +83,7 @@ class LayerSpec(BaseModel):
                 continue
             value = getattr(self, key)
             if value != info.default:
-                out[key] = value
+                out[key] = tuple(value) if isinstance(value, list) else value
         return out
 
 
@@ -89,6 +91,7 @@ class Layer(LayerSpec):
     """A leaf layer: one torch module with a pure shape rule."""
 
     torch_class: ClassVar[str] = ""
+    local_class: ClassVar[bool] = False  # torch_class is cnnc.modules', not torch.nn's
     ranks: ClassVar[tuple[int, ...]] = ()  # accepted per-sample ranks; () accepts any
     # True for layers that may return their input tensor itself (or a view of it).
     passes_input: ClassVar[bool] = False
@@ -118,7 +121,10 @@ class Layer(LayerSpec):
 
     def module_call(self, x: Shape) -> ModuleCall:
         """The torch module for input ``x``: inferred sizes first, then the user's kwargs."""
-        return ModuleCall(self.torch_class, self.inferred_args(x), self.torch_kwargs())
+        cls = type(self)
+        return ModuleCall(
+            cls.torch_class, self.inferred_args(x), self.torch_kwargs(), cls.local_class
+        )
 
     def inferred_args(self, x: Shape) -> tuple[Any, ...]:
         """Positional constructor arguments inferred from the input (in_channels, ...)."""

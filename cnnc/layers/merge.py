@@ -1,8 +1,10 @@
-"""Parallel branches merged into one tensor: concat (channel axis), add and mul (broadcast).
+"""Parallel branches merged into one tensor: concat (channel axis), add and mul (broadcast),
+and split (each branch on its own slice of the channels, then concatenated).
 
-Each branch is a list of layers applied to the same input; the module names them
-``branch1``, ``branch2``, ... like torchvision's Inception. ``mul`` with a gate branch that
-ends in (C, 1, 1) is a squeeze-and-excitation block.
+Each branch is a list of layers applied to the same input (to its slice, for split); the
+module names them ``branch1``, ``branch2``, ... like torchvision's Inception. ``mul`` with a
+gate branch that ends in (C, 1, 1) is a squeeze-and-excitation block; ``split`` with an
+identity branch is ShuffleNetV2's channel split.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pydantic import BeforeValidator, Field
 from cnnc.graph import Node, Site
 from cnnc.layers.base import Composite, Example, register
 from cnnc.layers.residual import as_list
+from cnnc.layers.types import PositiveInt
 from cnnc.naming import scope_names
 from cnnc.shapes import Shape, broadcast, fmt
 
@@ -34,13 +37,14 @@ class Merge(Composite):
 
     def expand(self, inference: Inference, x: Shape, site: Site) -> Node:
         nodes = []
-        for index, branch in enumerate(self.branches):
+        inputs = self.inputs(inference, x, site)
+        for index, (branch, xi) in enumerate(zip(self.branches, inputs, strict=True)):
             path = (*site.path, "branches", index)
             items = inference.items(branch, path)
             inference.guard_shared_input(items, "the other branches")
             child = site.child(f"branch{index + 1}", path)
-            children, y = inference.sequence(items, x, child, scope_names(inference, [items])[0])
-            nodes.append(inference.node(child, "branch", "sequence", x, y, children))
+            children, y = inference.sequence(items, xi, child, scope_names(inference, [items])[0])
+            nodes.append(inference.node(child, "branch", "sequence", xi, y, children))
         shapes = [node.out_shape for node in nodes]
         out = self.merge(shapes)
         if out is None:
@@ -49,6 +53,10 @@ class Merge(Composite):
         return inference.node(
             site, self.type, "merge", x, out, nodes, ["branch"] * len(nodes), op=self.type
         )
+
+    def inputs(self, inference: Inference, x: Shape, site: Site) -> list[Shape]:
+        """Each branch's input shape: all of ``x``, for every merge but split."""
+        return [x] * len(self.branches)
 
     def merge(self, shapes: list[Shape]) -> Shape | None:
         """The merged shape, or None when the branch outputs cannot be combined."""
@@ -83,16 +91,86 @@ class Concat(Merge):
     )
 
     def merge(self, shapes: list[Shape]) -> Shape | None:
-        first = shapes[0]
-        if any(len(s) != len(first) or s[1:] != first[1:] for s in shapes):
-            return None
-        return (sum(s[0] for s in shapes), *first[1:])
+        return _concatenated(shapes)
 
     def rule(self) -> str:
-        return "concatenation joins channels, so every other axis of the branches must match"
+        return _CONCAT_RULE
 
     def fix(self) -> str:
-        return "give every branch the same stride and 'same'-style padding so H×W agree"
+        return _CONCAT_FIX
+
+
+_CONCAT_RULE = "concatenation joins channels, so every other axis of the branches must match"
+_CONCAT_FIX = "give every branch the same stride and 'same'-style padding so H×W agree"
+
+
+def _concatenated(shapes: list[Shape]) -> Shape | None:
+    """The shape of branch outputs joined on the channel axis (None if other axes differ)."""
+    first = shapes[0]
+    if any(len(s) != len(first) or s[1:] != first[1:] for s in shapes):
+        return None
+    return (sum(s[0] for s in shapes), *first[1:])
+
+
+@register("split")
+class Split(Merge):
+    """Splits the channels into one slice per branch (equal, or ``sizes``), runs each branch
+    on its slice and concatenates the results (ShuffleNetV2's channel split)."""
+
+    type: Literal["split"]
+    sizes: list[PositiveInt] | None = None
+
+    prefix = "split"
+    summary = (
+        "splits the channels into slices (equal, or sizes), runs each branch on its own "
+        "slice, and concatenates the results"
+    )
+    examples = (
+        Example(
+            {
+                "type": "split",
+                "branches": [
+                    ["identity"],
+                    [{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}, "relu"],
+                ],
+            },
+            (8, 6, 6),
+        ),
+        Example(
+            {"type": "split", "sizes": [2, 6], "branches": [["identity"], ["relu"]]},
+            (8, 3, 3),
+        ),
+    )
+
+    def inputs(self, inference: Inference, x: Shape, site: Site) -> list[Shape]:
+        count, channels = len(self.branches), x[0]
+        if self.sizes is None and channels % count:
+            raise inference.merge_error(
+                site, self.type,
+                f"{count} equal slices need the {channels} input channels of {fmt(x)} to be a "
+                f"multiple of {count}",
+                "give the slices' sizes: 'sizes: [a, b, ...]' adding up to the channels",
+            )  # fmt: skip
+        sizes = self.sizes or [channels // count] * count
+        if len(sizes) != count or sum(sizes) != channels:
+            listed = " + ".join(map(str, sizes))
+            raise inference.merge_error(
+                site, self.type,
+                f"sizes {sizes} ({len(sizes)} slices, {listed} = {sum(sizes)} channels) must give "
+                f"each of the {count} branches a slice and add up to the {channels} input "
+                f"channels of {fmt(x)}",
+                f"use {count} sizes that add up to {channels}, or leave sizes out for equal slices",
+            )  # fmt: skip
+        return [(size, *x[1:]) for size in sizes]
+
+    def merge(self, shapes: list[Shape]) -> Shape | None:
+        return _concatenated(shapes)
+
+    def rule(self) -> str:
+        return _CONCAT_RULE
+
+    def fix(self) -> str:
+        return _CONCAT_FIX
 
 
 class Elementwise(Merge):
