@@ -95,7 +95,8 @@ def compile_spec(spec: SpecInput, *, input_shape: Shape | None = None) -> Compil
     """Parse, infer every shape, and lint; raises SpecError or ShapeError on bad specs."""
     model, document = parse(spec)
     graph = infer(model, document.source, input_shape)
-    return Compiled(model, document, graph, lint(graph, _loss_name(model)))
+    ignore = model.lint.ignore if model.lint else ()
+    return Compiled(model, document, graph, lint(graph, _loss_name(model), ignore))
 
 
 def build(

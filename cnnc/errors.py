@@ -45,12 +45,14 @@ class Problem:
     hint: str | None = None
     severity: str = "error"
     notes: tuple[str, ...] = ()
+    code: str = ""  # a lint warning's code (``cnnc.lintcodes``), which silences it
 
     def render(self) -> str:
-        """The finding as the lines a person reads: location, path, message, hint."""
+        """The finding as the lines a person reads: location, path, message [code], hint."""
         where = str(self.location)
         subject = f" {self.path}:" if self.path else ""
-        lines = [f"{where}:{subject} {self.message}"]
+        code = f" [{self.code}]" if self.code else ""
+        lines = [f"{where}:{subject} {self.message}{code}"]
         lines += [f"  note: {note}" for note in self.notes]
         if self.hint:
             lines.append(f"  hint: {self.hint}")
@@ -66,6 +68,7 @@ class Problem:
             "message": self.message,
             "hint": self.hint,
             "severity": self.severity,
+            "code": self.code or None,
             "notes": list(self.notes),
         }
 

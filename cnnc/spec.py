@@ -28,6 +28,7 @@ from cnnc import layers  # noqa: F401  (registers every layer type)
 from cnnc.errors import did_you_mean
 from cnnc.layers.base import REGISTRY, Composite, LayerSpec
 from cnnc.layers.types import Identifier, PositiveInt
+from cnnc.lintcodes import LintSettings
 from cnnc.sections.optimize import OptimizeField
 from cnnc.sections.train import TrainSection
 
@@ -180,6 +181,7 @@ class ModelSpec(BaseModel):
     layers: Layers
     train: TrainSection | None = None
     optimize: OptimizeField | None = None
+    lint: LintSettings | None = None
 
     @field_validator("blocks")
     @classmethod

@@ -34,8 +34,8 @@ def test_unknown_key_suggests_and_lists_accepted_keys(tmp_path: Path) -> None:
     (error,) = errors_of(tmp_path, text)
     assert error == (
         "net.yaml:4:53: layers[0].strid: unknown key 'strid'. Did you mean 'stride'? Accepted "
-        "keys: type, name, repeat, first, out_channels, kernel_size, stride, padding, dilation, "
-        "groups, bias, padding_mode\n"
+        "keys: type, name, repeat, first, lint, out_channels, kernel_size, stride, padding, "
+        "dilation, groups, bias, padding_mode\n"
         "  hint: remove 'strid' or rename it to one of the accepted keys"
     )
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from cnnc.layers.types import Identifier, PositiveInt
+from cnnc.lintcodes import LintSettings
 from cnnc.shapes import Shape, ShapeProblem, fmt
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from cnnc.infer import Inference
 
 # Fields every layer accepts that are about the spec, not about torch.
-COMMON_FIELDS = frozenset({"type", "name", "repeat", "first"})
+COMMON_FIELDS = frozenset({"type", "name", "repeat", "first", "lint"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class LayerSpec(BaseModel):
     name: Identifier | None = None
     repeat: PositiveInt | None = None
     first: dict[str, Any] | None = None
+    lint: LintSettings | None = None
 
     # Class metadata, overridden by each layer type.
     prefix: ClassVar[str] = "layer"
