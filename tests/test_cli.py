@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from cnnc.cli import app
 from cnnc.cli.app import BUILD_LOGGER, show_build_progress
+from cnnc.shapes import fmt
 from runtime.kernels.cpu import isa
-from tests.helpers import ROOT
+from tests.helpers import ROOT, spec_ids
 
 LENET = str(ROOT / "specs" / "lenet.yaml")
 runner = CliRunner()
@@ -194,3 +195,22 @@ def test_build_progress_reaches_stderr_once(capsys: pytest.CaptureFixture[str]) 
         "cnnc: compiling cnnc's CPU kernel pool2x2",
         "cnnc: built cnnc's pool2x2 kernel (1/1, 30 s)",
     ]
+
+
+@pytest.mark.parametrize("name", spec_ids())
+def test_summary_reads_at_80_columns(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line fits in 80 columns, no shape is wrapped mid-tuple, long type names are cut
+    the same way everywhere, and --json keeps them whole."""
+    from cnnc.cli.app import stdout
+
+    monkeypatch.setattr(stdout, "width", 80)
+    spec = str(ROOT / "specs" / f"{name}.yaml")
+    code, out, err = invoke("summary", spec)
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 80
+    code, text, _ = invoke("summary", spec, "--json")
+    rows = json.loads(text)["layers"]
+    for row in rows:
+        assert fmt(tuple(row["output_shape"]), batch=True) in out
+        shown = row["type"] if len(row["type"]) <= 12 else row["type"][:11] + "…"
+        assert f" {shown} " in out

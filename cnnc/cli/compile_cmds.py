@@ -169,21 +169,34 @@ def layers(json_out: JsonOpt = False) -> None:
     stdout.print(table)
 
 
+WIDE_TABLE = 100  # console columns from which the summary shows full type names
+TYPE_CHARS = 12  # the longest type name shown in full below that
+
+
+def abbreviate(name: str, chars: int = TYPE_CHARS) -> str:
+    """``name`` cut to ``chars`` characters with an ellipsis (adaptive_avgpool2d ->
+    adaptive_av…), the same cut for every row."""
+    return name if len(name) <= chars else name[: chars - 1] + "…"
+
+
 def _print_summary(compiled: Compiled, summary: Summary) -> None:
     table = Table(
         title=f"{summary.name}  {fmt(summary.input_shape, batch=True)} -> "
         f"{fmt(summary.output_shape, batch=True)}"
     )
-    table.add_column("layer")
-    table.add_column("type")
-    table.add_column("output shape")
-    table.add_column("params", justify="right")
-    table.add_column("MACs", justify="right")
+    # Shapes and numbers never wrap; at narrow widths long type names are cut the same way
+    # everywhere (the full names are in --json) and layer names fold.
+    table.add_column("layer", overflow="fold")
+    table.add_column("type", no_wrap=True)
+    table.add_column("output shape", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("MACs", justify="right", no_wrap=True)
+    narrow = stdout.width < WIDE_TABLE
     for row in summary.rows:
         name = "  " * row.depth + (row.name.rsplit(".", 1)[-1] if row.depth else row.name)
         table.add_row(
             name,
-            row.type,
+            abbreviate(row.type) if narrow else row.type,
             fmt(row.output_shape, batch=True),
             f"{row.params:,}",
             human_count(row.macs) if row.macs else "-",
