@@ -16,8 +16,9 @@ from typing import Any
 
 from cnnc import expressions
 from cnnc.errors import Problem, SpecPath, did_you_mean, dotted, suggest
+from cnnc.layers.base import COMMON_FIELDS
 from cnnc.source import SourceMap
-from cnnc.spec import ARG_TYPES, BlockDef, BlockUse
+from cnnc.spec import ARG_TYPES, BlockDef, BlockUse, arg_types
 
 BUILTINS = {"channels": "the channel count of the block's input"}
 _REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
@@ -119,32 +120,64 @@ def check_use(
 ) -> list[Problem]:
     """Problems with the arguments of one use: unknown, missing, or of the wrong type.
 
-    With ``static`` (before inference), values that are themselves ``$refs`` are skipped.
+    With ``static`` (before inference), values that are ``$refs`` or size expressions are
+    skipped: they are known only per use.
     """
+    return _check_arguments(block, use.type, use.args, use.first, path, source, static=static)
+
+
+def check_nested_uses(definitions: Mapping[str, BlockDef], source: SourceMap) -> list[Problem]:
+    """The argument problems of every use of a block inside another block's body, found
+    before any shape is inferred, so that a file's argument mistakes come in one run."""
     problems: list[Problem] = []
-    given = {**use.args, **(use.first or {})}
+    for name, block in definitions.items():
+        for value, path in walk(block.layers, ("blocks", name, "layers")):
+            used = value.get("type") if isinstance(value, dict) else None
+            if not isinstance(used, str) or used not in definitions:
+                continue
+            args = {k: v for k, v in value.items() if k not in COMMON_FIELDS}
+            first = value.get("first") if isinstance(value.get("first"), dict) else None
+            problems += _check_arguments(
+                definitions[used], used, args, first, path, source, static=True
+            )
+    return problems
+
+
+def _check_arguments(
+    block: BlockDef,
+    used: str,
+    args: Mapping[str, Any],
+    first: Mapping[str, Any] | None,
+    path: SpecPath,
+    source: SourceMap,
+    *,
+    static: bool,
+) -> list[Problem]:
+    problems: list[Problem] = []
+    given = {**args, **(first or {})}
     for key, value in given.items():
-        where = (*path, key) if key in use.args else (*path, "first", key)
+        where = (*path, key) if key in args else (*path, "first", key)
         if key not in block.args:
             accepted = ", ".join(block.args) or "none"
             problems.append(
                 Problem(
-                    f"block '{use.type}' has no argument '{key}'.{did_you_mean(key, block.args)} "
+                    f"block '{used}' has no argument '{key}'.{did_you_mean(key, block.args)} "
                     f"Its arguments: {accepted}",
                     source.locate(where, key=True),
                     dotted(where),
-                    hint=f"arguments are declared under blocks.{use.type}.args",
+                    hint=f"arguments are declared under blocks.{used}.args",
                 )
             )
-        elif not (static and reference(value)):
-            problem = _type_problem(block, key, value)
+        elif not (static and (reference(value) or expressions.is_expression(value))):
+            problem = _type_problem(block, used, key, value)
             if problem:
-                problems.append(Problem(problem, source.locate(where), dotted(where)))
+                message, hint = problem
+                problems.append(Problem(message, source.locate(where), dotted(where), hint=hint))
     for key in block.required():
-        if key not in use.args:
+        if key not in args:
             problems.append(
                 Problem(
-                    f"block '{use.type}' needs the argument '{key}'",
+                    f"block '{used}' needs the argument '{key}'",
                     source.locate(path),
                     dotted(path),
                     hint=f"add '{key}: <value>' to this use",
@@ -153,17 +186,25 @@ def check_use(
     return problems
 
 
-def _type_problem(block: BlockDef, key: str, value: Any) -> str | None:
+def _type_problem(
+    block: BlockDef, used: str, key: str, value: Any
+) -> tuple[str, str | None] | None:
+    """(message, hint) when ``value`` is not of the type ``key`` was declared with."""
     declared = block.args[key]
-    if isinstance(declared, str) and declared in ARG_TYPES:
-        accepted, wanted = ARG_TYPES[declared], declared
+    accepted = arg_types(declared)
+    if accepted:
+        wanted = " | ".join(part.strip() for part in declared.split("|"))
     else:
         accepted = (int, float) if type(declared) is float else (type(declared),)
         wanted = type(declared).__name__
     wrong_bool = isinstance(value, bool) and bool not in accepted
     if isinstance(value, accepted) and not wrong_bool:
         return None
-    return f"argument '{key}' must be {wanted}. Received: {value!r}"
+    got = "bool" if isinstance(value, bool) else type(value).__name__
+    union = f"{wanted} | {got}" if got in ARG_TYPES else None
+    required = "" if arg_types(declared) else " (a required argument: uses then give it)"
+    hint = f"to accept both, declare it as '{key}: {union}'{required} under blocks.{used}.args"
+    return f"argument '{key}' must be {wanted}. Received: {value!r}", hint if union else None
 
 
 def bind(block: BlockDef, use: BlockUse, channels: int) -> dict[str, Any]:

@@ -75,6 +75,7 @@ def parse(spec: SpecInput) -> tuple[ModelSpec, Document]:
         problems += problems_from(exc, document.data, document.source, root_model=ModelSpec)
     definitions = model.blocks if model else _valid_blocks(raw_blocks)
     problems += blocks.check_definitions(definitions, document.source)
+    problems += blocks.check_nested_uses(definitions, document.source)
     for use, path in _block_uses(model.layers if model else [], ("layers",)):
         problems += blocks.check_use(definitions[use.type], use, path, document.source, static=True)
     if problems or model is None:

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainValidator,
     Tag,
     ValidationInfo,
     WithJsonSchema,
@@ -41,6 +42,44 @@ ARG_TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "list": (list,),
 }
+# Keys a block use reads itself, so no argument may take their names.
+RESERVED_ARGS = frozenset({"type", "name", "repeat", "first", "lint", "channels"})
+
+
+def arg_types(declared: Any) -> tuple[type, ...]:
+    """The types a declared argument accepts: ``int``, ``int | list``, ... (empty when the
+    declaration is a default value, not type names)."""
+    if not isinstance(declared, str):
+        return ()
+    names = [part.strip() for part in declared.split("|")]
+    if not all(name in ARG_TYPES for name in names):
+        return ()
+    return tuple(dict.fromkeys(t for name in names for t in ARG_TYPES[name]))
+
+
+def _arg_name(value: Any) -> str:
+    """A block argument's name: what ``$name`` can spell, and not a key of a use itself."""
+    if not isinstance(value, str) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is None:
+        raise PydanticCustomError(
+            "arg_name",
+            "an argument name is letters, digits and '_', not starting with a digit (so that "
+            "$name can refer to it)",
+        )
+    if value in RESERVED_ARGS:
+        raise PydanticCustomError(
+            "arg_name",
+            "'{name}' cannot name an argument: a use reads '{name}' itself"
+            + (" ($channels is built in)" if value == "channels" else ""),
+            {"name": value},
+        )
+    return value
+
+
+ArgName = Annotated[
+    str,
+    PlainValidator(_arg_name),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
+]
 
 
 class BlockUse(LayerSpec):
@@ -127,7 +166,7 @@ class BlockDef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    args: dict[Identifier, Any] = Field(default_factory=dict)
+    args: dict[ArgName, Any] = Field(default_factory=dict)
     # Bodies hold $references in place of values, so their schema cannot be the layers'.
     layers: Annotated[
         list[Any],
@@ -150,16 +189,15 @@ class BlockDef(BaseModel):
                 raise PydanticCustomError(
                     "block_arg",
                     "argument '{name}' must be a default value (e.g. 64) or a type name "
-                    "({types}) for a required argument",
+                    "({types}, or several joined by |, e.g. 'int | list') for a required "
+                    "argument",
                     {"name": name, "types": ", ".join(ARG_TYPES), "key": name},
                 )
         return args
 
     def required(self) -> dict[str, tuple[type, ...]]:
         """Arguments without defaults, with the types they accept."""
-        return {
-            k: ARG_TYPES[v] for k, v in self.args.items() if isinstance(v, str) and v in ARG_TYPES
-        }
+        return {k: accepted for k, v in self.args.items() if (accepted := arg_types(v))}
 
     def defaults(self) -> dict[str, Any]:
         """Arguments with defaults."""

@@ -181,7 +181,9 @@ def test_block_arguments(tmp_path: Path) -> None:
     assert errors_of(tmp_path, text, cnnc.SpecError) == [
         "net.yaml:8:16: layers[0].uot: block 'c3' has no argument 'uot'. Did you mean 'out'? "
         "Its arguments: out, k\n  hint: arguments are declared under blocks.c3.args",
-        "net.yaml:8:27: layers[0].k: argument 'k' must be int. Received: 1.5",
+        "net.yaml:8:27: layers[0].k: argument 'k' must be int. Received: 1.5\n  hint: to "
+        "accept both, declare it as 'k: int | float' (a required argument: uses then give it) "
+        "under blocks.c3.args",
         "net.yaml:8:5: layers[0]: block 'c3' needs the argument 'out'\n"
         "  hint: add 'out: <value>' to this use",
     ]
@@ -309,3 +311,53 @@ def test_inplace_layer_on_a_shared_input_is_refused(tmp_path: Path, body: str) -
 def test_rearranging_layers_say_what_does_not_fit(tmp_path: Path, layer: str, message: str) -> None:
     (error,) = errors_of(tmp_path, HEAD + f"  - {layer}\n", cnnc.ShapeError)
     assert error == "net.yaml:4:5: layers[0]: " + message
+
+
+def test_every_argument_mistake_of_a_file_comes_in_one_run(tmp_path: Path) -> None:
+    text = (
+        "name: net\ninput: [3, 32, 32]\nblocks:\n"
+        "  unit:\n    args: {k: int, half: 8, out: 8}\n"
+        "    layers: [{type: conv2d, out_channels: $out, kernel_size: $k, padding: $k // 2}]\n"
+        "  pair:\n    args: {}\n"
+        "    layers:\n      - {type: unit, k: [1, 7]}\n      - {type: unit, k: 3, out: 2.5}\n"
+        "      - {type: unit, kk: 3}\n"
+        "layers:\n  - pair\n  - {type: unit, k: true}\n"
+    )
+    assert errors_of(tmp_path, text, cnnc.SpecError) == [
+        "net.yaml:10:25: blocks.pair.layers[0].k: argument 'k' must be int. Received: [1, 7]\n"
+        "  hint: to accept both, declare it as 'k: int | list' under blocks.unit.args",
+        "net.yaml:11:33: blocks.pair.layers[1].out: argument 'out' must be int. Received: 2.5\n"
+        "  hint: to accept both, declare it as 'out: int | float' (a required argument: uses "
+        "then give it) under blocks.unit.args",
+        "net.yaml:12:22: blocks.pair.layers[2].kk: block 'unit' has no argument 'kk'. Did you "
+        "mean 'k'? Its arguments: k, half, out\n  hint: arguments are declared under "
+        "blocks.unit.args",
+        "net.yaml:12:9: blocks.pair.layers[2]: block 'unit' needs the argument 'k'\n"
+        "  hint: add 'k: <value>' to this use",
+        "net.yaml:15:21: layers[1].k: argument 'k' must be int. Received: True\n  hint: to "
+        "accept both, declare it as 'k: int | bool' under blocks.unit.args",
+    ]
+
+
+def test_union_arguments_and_free_argument_names(tmp_path: Path) -> None:
+    text = (
+        "name: net\ninput: [3, 32, 32]\nblocks:\n"
+        "  unit:\n    args: {k: int | list, half: 8}\n"
+        "    layers: [{type: conv2d, out_channels: $half, kernel_size: $k}]\n"
+        "layers:\n  - {type: unit, k: 3}\n  - {type: unit, k: [1, 7]}\n"
+    )
+    path = tmp_path / "net.yaml"
+    path.write_text(text)
+    model = cnnc.build(path)
+    assert tuple(model.unit1.weight.shape) == (8, 3, 3, 3)
+    assert tuple(model.unit2.weight.shape) == (8, 8, 1, 7)
+
+
+@pytest.mark.parametrize("name", ["channels", "repeat", "name", "1st"])
+def test_argument_names_a_use_reads_itself_are_refused(tmp_path: Path, name: str) -> None:
+    text = (
+        f"name: net\ninput: [3, 32, 32]\nblocks:\n  unit:\n    args: {{{name}: 8}}\n"
+        "    layers: [relu]\nlayers:\n  - unit\n"
+    )
+    (error,) = errors_of(tmp_path, text, cnnc.SpecError)
+    assert "argument" in error and (name in error or "letters" in error)
