@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -125,3 +126,50 @@ class Reshape(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}"
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of (C, H, W) maps, in either memory format (torchvision's
+    ``LayerNorm2d``, as ConvNeXt uses it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class LayerScale(nn.Module):
+    """Multiplies each channel by a learned scale, initialized to ``init`` (ConvNeXt's
+    layer scale)."""
+
+    def __init__(self, channels: int, rank: int, init: float) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((channels, *[1] * (rank - 1)), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class StochasticDepth(nn.Module):
+    """Drops the whole input of a sample (``row``) or of the batch (``batch``) with
+    probability ``p`` while training, scaling the rest by 1 / (1 - p); identity in eval
+    (torchvision's ``StochasticDepth``)."""
+
+    def __init__(self, p: float, mode: str = "row") -> None:
+        super().__init__()
+        if mode not in ("row", "batch"):
+            raise ValueError(f"mode must be 'row' or 'batch', not {mode!r}")
+        self.p, self.mode = p, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        size = [x.shape[0]] + [1] * (x.ndim - 1) if self.mode == "row" else [1] * x.ndim
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+        if survival > 0.0:
+            noise.div_(survival)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode!r}"

@@ -1,4 +1,5 @@
-"""Dropout layers (torch.nn.Dropout, Dropout2d): identity shapes, active only in training."""
+"""Dropout layers (torch.nn.Dropout, Dropout2d) and stochastic depth: identity shapes, active
+only in training."""
 
 from __future__ import annotations
 
@@ -42,3 +43,23 @@ class Dropout2d(DropoutBase):
     def output_shape(self, x: Shape) -> Shape:
         self.check_input(x)
         return x
+
+
+@register("stochastic_depth")
+class StochasticDepth(Layer):
+    """Drops a residual branch per sample (``row``) or for the whole batch (``batch``) with
+    probability p while training (torchvision's StochasticDepth); identity in eval."""
+
+    type: Literal["stochastic_depth"]
+    p: Probability
+    mode: Literal["row", "batch"] = "row"
+
+    prefix = "stochastic_depth"
+    passes_input = True
+    torch_class = "StochasticDepth"
+    local_class = True
+    summary = "drops a residual branch per sample (row) or batch with probability p in training"
+    examples = (
+        Example({"type": "stochastic_depth", "p": 0.1}, (8, 4, 4)),
+        Example({"type": "stochastic_depth", "p": 0.2, "mode": "batch"}, (5,)),
+    )

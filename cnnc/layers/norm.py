@@ -153,3 +153,63 @@ class LayerNorm(Layer):
 
     def flops(self, x: Shape, y: Shape) -> int:
         return 5 * numel(y)
+
+
+@register("layernorm2d")
+class LayerNorm2d(Layer):
+    """LayerNorm over the channels of (C, H, W) maps (torchvision's LayerNorm2d, ConvNeXt's
+    norm), in either memory format; the channel count is inferred."""
+
+    type: Literal["layernorm2d"]
+    eps: PositiveFloat = 1e-5
+    elementwise_affine: Bool = True
+
+    prefix = "ln"
+    always_number = True
+    torch_class = "LayerNorm2d"
+    local_class = True
+    ranks = (3,)
+    summary = "normalizes the channels of each pixel of (C, H, W) maps (ConvNeXt's norm)"
+    examples = (
+        Example({"type": "layernorm2d", "eps": 1e-6}, (8, 4, 4)),
+        Example({"type": "layernorm2d", "elementwise_affine": False}, (3, 2, 5)),
+    )
+
+    def output_shape(self, x: Shape) -> Shape:
+        self.check_input(x)
+        return x
+
+    def inferred_args(self, x: Shape) -> tuple[int]:
+        return (x[0],)
+
+    def params(self, x: Shape) -> int:
+        return 2 * x[0] if self.elementwise_affine else 0
+
+    def flops(self, x: Shape, y: Shape) -> int:
+        return 5 * numel(y)
+
+
+@register("layer_scale")
+class LayerScale(Layer):
+    """A learned scale per channel (ConvNeXt's layer scale), initialized to ``init``."""
+
+    type: Literal["layer_scale"]
+    init: PositiveFloat = 1e-6
+
+    prefix = "layer_scale"
+    torch_class = "LayerScale"
+    local_class = True
+    summary = "multiplies each channel by a learned scale, initialized to init"
+    examples = (
+        Example({"type": "layer_scale"}, (8, 4, 4)),
+        Example({"type": "layer_scale", "init": 0.1}, (6,)),
+    )
+
+    def module_call(self, x: Shape) -> ModuleCall:
+        return ModuleCall(self.torch_class, (x[0], len(x), self.init), local=True)
+
+    def params(self, x: Shape) -> int:
+        return x[0]
+
+    def flops(self, x: Shape, y: Shape) -> int:
+        return numel(y)
