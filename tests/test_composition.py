@@ -293,3 +293,17 @@ def test_split_shuffle_and_rearranging_match_torch() -> None:
     y = nn.functional.channel_shuffle(y, 2).permute(0, 2, 3, 1).reshape(2, 36, -1)
     torch.testing.assert_close(model(x), y.unflatten(1, (6, 6)))
     assert model.split.sizes == (4, 4)
+
+
+def test_index_names_are_positions_like_nn_sequential() -> None:
+    text = (
+        "name: net\ninput: [3, 8, 8]\nlayers:\n  - type: sequential\n    name: features\n"
+        "    names: index\n    layers: [{type: conv2d, out_channels: 4, kernel_size: 3}, relu,\n"
+        "             {type: maxpool2d, kernel_size: 2}, {type: conv2d, out_channels: 4, "
+        "kernel_size: 1}]\n"
+    )
+    model = cnnc.build(text)
+    assert list(model.state_dict()) == [
+        "features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias",
+    ]  # fmt: skip
+    assert "nn.Sequential(\n" in cnnc.generate_code(text)  # no OrderedDict: plain positions

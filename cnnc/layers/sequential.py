@@ -22,10 +22,14 @@ class Sequential(Composite):
 
     type: Literal["sequential"]
     layers: Annotated[list[AnyLayer], Field(min_length=1)]
+    names: Literal["generated", "index"] = "generated"
 
     prefix = "seq"
     always_number = True
-    summary = "a named group of layers run in order (a torch.nn.Sequential)"
+    summary = (
+        "a named group of layers run in order (a torch.nn.Sequential); names: index names "
+        "them 0, 1, 2, ... as torchvision's are"
+    )
     examples = (
         Example(
             {
@@ -39,9 +43,22 @@ class Sequential(Composite):
             },
             (1, 10, 10),
         ),
+        Example(
+            {
+                "type": "sequential",
+                "name": "features",
+                "names": "index",
+                "layers": [{"type": "conv2d", "out_channels": 4, "kernel_size": 3}, "relu"],
+            },
+            (1, 10, 10),
+        ),
     )
 
     def expand(self, inference: Inference, x: Shape, site: Site) -> Node:
         items = inference.items(self.layers, (*site.path, "layers"))
-        children, y = inference.sequence(items, x, site, scope_names(inference, [items])[0])
+        names = scope_names(inference, [items])[0]
+        if self.names == "index":  # as nn.Sequential names them: 0, 1, 2, ... (torchvision);
+            # a name the user gives is an identifier, so it never takes a position's
+            names = [spec.name or str(i) for i, (spec, _) in enumerate(items)]
+        children, y = inference.sequence(items, x, site, names)
         return inference.node(site, self.type, "sequence", x, y, children)
