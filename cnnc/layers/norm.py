@@ -11,7 +11,27 @@ from cnnc.layers.types import Bool, PositiveFloat, PositiveInt
 from cnnc.shapes import Shape, ShapeProblem, fmt, numel
 
 
-class BatchNorm(Layer):
+class PerChannel(Layer):
+    """The shape rule of the norms that learn per channel: the output is the input, the
+    channel count is the constructor's one inferred argument, two parameters per channel
+    when the norm is affine."""
+
+    def learns(self) -> bool:
+        """Whether the norm has a weight and a bias per channel."""
+        raise NotImplementedError
+
+    def output_shape(self, x: Shape) -> Shape:
+        self.check_input(x)
+        return x
+
+    def inferred_args(self, x: Shape) -> tuple[int]:
+        return (x[0],)
+
+    def params(self, x: Shape) -> int:
+        return 2 * x[0] if self.learns() else 0
+
+
+class BatchNorm(PerChannel):
     """Shared fields of batchnorm1d/2d; ``num_features`` is the input's channel count."""
 
     eps: PositiveFloat = 1e-5
@@ -22,15 +42,8 @@ class BatchNorm(Layer):
     prefix = "bn"
     always_number = True
 
-    def output_shape(self, x: Shape) -> Shape:
-        self.check_input(x)
-        return x
-
-    def inferred_args(self, x: Shape) -> tuple[int]:
-        return (x[0],)
-
-    def params(self, x: Shape) -> int:
-        return 2 * x[0] if self.affine else 0
+    def learns(self) -> bool:
+        return self.affine
 
     def flops(self, x: Shape, y: Shape) -> int:
         return 2 * numel(y)
@@ -156,7 +169,7 @@ class LayerNorm(Layer):
 
 
 @register("layernorm2d")
-class LayerNorm2d(Layer):
+class LayerNorm2d(PerChannel):
     """LayerNorm over the channels of (C, H, W) maps (torchvision's LayerNorm2d, ConvNeXt's
     norm), in either memory format; the channel count is inferred."""
 
@@ -175,15 +188,8 @@ class LayerNorm2d(Layer):
         Example({"type": "layernorm2d", "elementwise_affine": False}, (3, 2, 5)),
     )
 
-    def output_shape(self, x: Shape) -> Shape:
-        self.check_input(x)
-        return x
-
-    def inferred_args(self, x: Shape) -> tuple[int]:
-        return (x[0],)
-
-    def params(self, x: Shape) -> int:
-        return 2 * x[0] if self.elementwise_affine else 0
+    def learns(self) -> bool:
+        return self.elementwise_affine
 
     def flops(self, x: Shape, y: Shape) -> int:
         return 5 * numel(y)
