@@ -56,6 +56,16 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., Fraction]]] = {
 }
 
 
+_OPERATIONS: dict[str, Callable[[Fraction, Fraction], Fraction]] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+    "//": lambda a, b: Fraction(a // b),
+    "%": lambda a, b: a % b,
+}
+
+
 def _show(value: Fraction) -> str:
     return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
 
@@ -213,15 +223,7 @@ def _evaluate(node: Node, bindings: Mapping[str, object], text: str) -> Fraction
     if node.text in ("/", "//", "%") and right == 0:
         shown = f"{_show(left)} {node.text} {_show(right)}"
         raise ExpressionError(f"'{text}' divides by zero: {node.source()} is {shown}")
-    operations: dict[str, Callable[[Fraction, Fraction], Fraction]] = {
-        "+": lambda a, b: a + b,
-        "-": lambda a, b: a - b,
-        "*": lambda a, b: a * b,
-        "/": lambda a, b: a / b,
-        "//": lambda a, b: Fraction(a // b),
-        "%": lambda a, b: a % b,
-    }
-    return operations[node.text](left, right)
+    return _OPERATIONS[node.text](left, right)
 
 
 def parts(node: Node, bindings: Mapping[str, object]) -> str:

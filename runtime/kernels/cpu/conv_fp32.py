@@ -221,8 +221,8 @@ class Fp32Conv2d(SharedConv2d):
         choice = decide(Geometry.of(self, x))
         if not choice.any():
             return super().forward(x), None
-        sums = None
-        if want_sums and choice.cnnc("forward"):
+        sums = None  # only a training step's batch norm reads them
+        if want_sums and self.training and choice.cnnc("forward"):
             sums = torch.empty((2, self.out_channels), dtype=torch.float64)
         grads = x.requires_grad or self.weight.requires_grad
         if torch.is_grad_enabled() and grads:
